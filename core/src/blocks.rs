@@ -1,0 +1,134 @@
+//! Reference-counted, de-duplicated data blocks in the metadata database.
+//!
+//! A block row is shared by every `(inode, blockno)` that holds the same plaintext
+//! (identified by its SHA-256). Its refcount always equals the number of `inode_blocks`
+//! rows that point at it; every function here keeps that invariant within the caller's
+//! transaction. An object whose block lost its last reference is returned to the caller,
+//! who deletes it from the storage only after the transaction has committed.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::FsResult;
+use crate::meta::META_NEXT_OBJECT_ID;
+
+/// Name of the storage object holding data object `obj_id`.
+pub fn data_object_name(obj_id: u64) -> String {
+    format!("s3ql_data_{obj_id}")
+}
+
+/// Where the stored copy of one file block lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredBlock {
+    pub hash: Vec<u8>,
+    pub size: u64,
+    pub obj_id: u64,
+}
+
+/// The stored block at `(inode, blockno)`, if any (none means a hole).
+pub(crate) fn block_of(conn: &Connection, inode: u64, blockno: u64) -> FsResult<Option<StoredBlock>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT b.hash, b.size, b.obj_id FROM inode_blocks ib JOIN blocks b ON b.id = ib.block_id
+             WHERE ib.inode = ?1 AND ib.blockno = ?2",
+        )?
+        .query_row(params![inode, blockno], |r| {
+            Ok(StoredBlock {
+                hash: r.get(0)?,
+                size: r.get(1)?,
+                obj_id: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Reserves a fresh data object number; numbers are never reused.
+pub(crate) fn next_object_id(conn: &Connection) -> FsResult<u64> {
+    let id: u64 = conn
+        .prepare_cached("UPDATE fs_meta SET value = value + 1 WHERE key = ?1 RETURNING value - 1")?
+        .query_row([META_NEXT_OBJECT_ID], |r| r.get(0))?;
+    Ok(id)
+}
+
+/// The id of the block with this hash, if one is stored.
+pub(crate) fn block_by_hash(conn: &Connection, hash: &[u8]) -> FsResult<Option<u64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM blocks WHERE hash = ?1")?
+        .query_row([hash], |r| r.get(0))
+        .optional()?)
+}
+
+/// Inserts a new block row with refcount 0 and returns its id.
+pub(crate) fn insert_block(
+    conn: &Connection,
+    hash: &[u8],
+    size: u64,
+    obj_id: u64,
+    stored_size: u64,
+) -> FsResult<u64> {
+    conn.prepare_cached(
+        "INSERT INTO blocks (hash, size, refcount, obj_id, stored_size) VALUES (?1, ?2, 0, ?3, ?4)",
+    )?
+    .execute(params![hash, size, obj_id, stored_size])?;
+    Ok(conn.last_insert_rowid() as u64)
+}
+
+/// Points `(inode, blockno)` at `block_id` (or makes it a hole with `None`), adjusting
+/// both refcounts. Returns the object to delete if the old block lost its last reference.
+pub(crate) fn set_block(
+    conn: &Connection,
+    inode: u64,
+    blockno: u64,
+    block_id: Option<u64>,
+) -> FsResult<Option<u64>> {
+    let old: Option<u64> = conn
+        .prepare_cached("SELECT block_id FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?
+        .query_row(params![inode, blockno], |r| r.get(0))
+        .optional()?;
+    if old == block_id {
+        return Ok(None);
+    }
+    match block_id {
+        Some(id) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO inode_blocks (inode, blockno, block_id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![inode, blockno, id])?;
+            conn.prepare_cached("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1")?
+                .execute([id])?;
+        }
+        None => {
+            conn.prepare_cached("DELETE FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?
+                .execute(params![inode, blockno])?;
+        }
+    }
+    match old {
+        Some(old) => release_block(conn, old),
+        None => Ok(None),
+    }
+}
+
+/// Drops one reference to `block_id`; deletes the row and returns its object when none is left.
+pub(crate) fn release_block(conn: &Connection, block_id: u64) -> FsResult<Option<u64>> {
+    let (refcount, obj_id): (i64, u64) = conn
+        .prepare_cached("UPDATE blocks SET refcount = refcount - 1 WHERE id = ?1 RETURNING refcount, obj_id")?
+        .query_row([block_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if refcount > 0 {
+        return Ok(None);
+    }
+    conn.prepare_cached("DELETE FROM blocks WHERE id = ?1")?
+        .execute([block_id])?;
+    Ok(Some(obj_id))
+}
+
+/// Removes every block of `inode` from `first_blockno` on; returns the objects to delete.
+pub(crate) fn remove_blocks_from(conn: &Connection, inode: u64, first_blockno: u64) -> FsResult<Vec<u64>> {
+    let ids: Vec<u64> = conn
+        .prepare_cached("DELETE FROM inode_blocks WHERE inode = ?1 AND blockno >= ?2 RETURNING block_id")?
+        .query_map(params![inode, first_blockno], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut dead = Vec::new();
+    for id in ids {
+        dead.extend(release_block(conn, id)?);
+    }
+    Ok(dead)
+}

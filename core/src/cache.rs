@@ -1,0 +1,507 @@
+//! The local block cache and its write-back to the storage.
+//!
+//! Guarantees: `write` returns once the bytes are in a cache file; a dirty block is never
+//! evicted before it is in the storage; a block that is written while its upload runs
+//! stays dirty (the upload took a snapshot and marks the block clean only if no write
+//! happened since); a block read from the storage is verified against the SHA-256 in the
+//! metadata and an altered object is `EIO`, never returned.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::blocks::{self, data_object_name};
+use crate::error::{FsError, FsResult};
+use crate::format::{self, Compression};
+use crate::meta::Db;
+use crate::storage::ObjectStore;
+
+type Key = (u64, u64);
+
+#[derive(Default)]
+struct EntryState {
+    loaded: bool,
+    len: u64,
+    dirty_since: Option<Instant>,
+    generation: u64,
+    removed: bool,
+}
+
+struct Entry {
+    key: Key,
+    state: Arc<tokio::sync::Mutex<EntryState>>,
+    last_use: AtomicU64,
+}
+
+/// Settings of the block cache.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Directory holding one file per cached block.
+    pub dir: PathBuf,
+    /// Upper bound of the bytes in the cache directory.
+    pub max_size: u64,
+    /// A dirty block untouched this long is uploaded.
+    pub dirty_delay: Duration,
+    /// Most concurrent uploads and downloads.
+    pub max_connections: usize,
+    /// Compression of new objects.
+    pub compression: Compression,
+}
+
+/// Figures of the cache, for statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheUsage {
+    /// Bytes of cached blocks.
+    pub bytes: u64,
+    /// Number of cached blocks.
+    pub entries: u64,
+    /// Bytes of dirty blocks.
+    pub dirty_bytes: u64,
+    /// Number of dirty blocks.
+    pub dirty_entries: u64,
+}
+
+/// Cached blocks of all files, keyed by `(inode, block number)`.
+pub(crate) struct BlockCache {
+    cfg: CacheConfig,
+    block_size: u64,
+    entries: Mutex<BTreeMap<Key, Arc<Entry>>>,
+    used: AtomicU64,
+    max_size: AtomicU64,
+    clock: AtomicU64,
+    db: Db,
+    store: Arc<dyn ObjectStore>,
+    transfers: Semaphore,
+    space_freed: Notify,
+    wake_flusher: Notify,
+}
+
+impl BlockCache {
+    pub(crate) fn new(cfg: CacheConfig, block_size: u64, db: Db, store: Arc<dyn ObjectStore>) -> FsResult<Self> {
+        std::fs::create_dir_all(&cfg.dir)?;
+        Ok(Self {
+            block_size,
+            entries: Mutex::new(BTreeMap::new()),
+            used: AtomicU64::new(0),
+            max_size: AtomicU64::new(cfg.max_size),
+            clock: AtomicU64::new(0),
+            db,
+            store,
+            transfers: Semaphore::new(cfg.max_connections.max(1)),
+            space_freed: Notify::new(),
+            wake_flusher: Notify::new(),
+            cfg,
+        })
+    }
+
+    fn map(&self) -> MutexGuard<'_, BTreeMap<Key, Arc<Entry>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, key: Key) -> PathBuf {
+        self.cfg.dir.join(format!("{}-{}", key.0, key.1))
+    }
+
+    fn entry(&self, key: Key) -> Arc<Entry> {
+        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
+        let entry = self
+            .map()
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Entry {
+                    key,
+                    state: Arc::new(tokio::sync::Mutex::new(EntryState::default())),
+                    last_use: AtomicU64::new(0),
+                })
+            })
+            .clone();
+        entry.last_use.store(tick, Ordering::Relaxed);
+        entry
+    }
+
+    fn open(&self, key: Key) -> std::io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.path(key))
+    }
+
+    fn set_len(&self, state: &mut EntryState, len: u64) {
+        if len >= state.len {
+            self.used.fetch_add(len - state.len, Ordering::Relaxed);
+        } else {
+            self.used.fetch_sub(state.len - len, Ordering::Relaxed);
+        }
+        state.len = len;
+    }
+
+    /// Locks the live entry for `key`, loading it from the storage unless `skip_load`.
+    async fn lock_loaded(
+        &self,
+        key: Key,
+        skip_load: bool,
+    ) -> FsResult<tokio::sync::OwnedMutexGuard<EntryState>> {
+        loop {
+            let mut guard = self.entry(key).state.clone().lock_owned().await;
+            if guard.removed {
+                continue;
+            }
+            if !guard.loaded {
+                if !skip_load {
+                    self.load(key, &mut guard).await?;
+                }
+                guard.loaded = true;
+            }
+            return Ok(guard);
+        }
+    }
+
+    async fn load(&self, key: Key, state: &mut EntryState) -> FsResult<()> {
+        let stored = self.db.call(move |c| blocks::block_of(c, key.0, key.1)).await?;
+        let Some(stored) = stored else {
+            return Ok(());
+        };
+        let name = data_object_name(stored.obj_id);
+        let object = {
+            let _permit = self.transfers.acquire().await;
+            self.store.get(&name).await?
+        };
+        let plain = tokio::task::spawn_blocking(move || -> FsResult<Vec<u8>> {
+            let plain = format::decode(&object)?;
+            if plain.len() as u64 != stored.size || Sha256::digest(&plain).as_slice() != stored.hash {
+                return Err(format::FormatError::Corrupted("content does not match its SHA-256").into());
+            }
+            Ok(plain)
+        })
+        .await
+        .map_err(|e| FsError::Inconsistent(e.to_string()))?
+        .inspect_err(|e| tracing::error!("object {name} (inode {} block {}): {e}", key.0, key.1))?;
+        let file = self.open(key)?;
+        file.set_len(0)?;
+        file.write_all_at(&plain, 0)?;
+        self.set_len(state, plain.len() as u64);
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` within block `blockno` of `inode`; bytes past the
+    /// block's stored end read as zeros.
+    pub(crate) async fn read(&self, inode: u64, blockno: u64, offset: u64, len: usize) -> FsResult<Vec<u8>> {
+        let state = self.lock_loaded((inode, blockno), false).await?;
+        let mut buf = vec![0u8; len];
+        let avail = state.len.saturating_sub(offset).min(len as u64) as usize;
+        if avail > 0 {
+            let file = self.open((inode, blockno))?;
+            file.read_exact_at(&mut buf[..avail], offset)?;
+        }
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` within block `blockno` of `inode` and marks it dirty.
+    pub(crate) async fn write(&self, inode: u64, blockno: u64, offset: u64, data: &[u8]) -> FsResult<()> {
+        self.wait_for_space().await;
+        let whole = offset == 0 && data.len() as u64 == self.block_size;
+        let mut state = self.lock_loaded((inode, blockno), whole).await?;
+        let file = self.open((inode, blockno))?;
+        if whole && state.len > 0 {
+            file.set_len(0)?;
+            self.set_len(&mut state, 0);
+        }
+        file.write_all_at(data, offset)?;
+        let end = (offset + data.len() as u64).max(state.len);
+        self.set_len(&mut state, end);
+        mark_dirty(&mut state);
+        Ok(())
+    }
+
+    /// Cuts block `blockno` of `inode` to `len` bytes (a no-op if it is not longer).
+    pub(crate) async fn truncate(&self, inode: u64, blockno: u64, len: u64) -> FsResult<()> {
+        let mut state = self.lock_loaded((inode, blockno), false).await?;
+        if state.len > len {
+            self.open((inode, blockno))?.set_len(len)?;
+            self.set_len(&mut state, len);
+            mark_dirty(&mut state);
+        }
+        Ok(())
+    }
+
+    /// Forgets blocks `first..` of `inode`, dirty or not (after truncate or delete).
+    /// In-flight uploads of them are discarded.
+    pub(crate) async fn remove(&self, inode: u64, first: u64) {
+        let doomed: Vec<Arc<Entry>> = self
+            .map()
+            .range((inode, first)..=(inode, u64::MAX))
+            .map(|(_, e)| e.clone())
+            .collect();
+        for entry in doomed {
+            let mut state = entry.state.lock().await;
+            self.drop_entry(&entry, &mut state);
+        }
+        self.space_freed.notify_waiters();
+    }
+
+    fn drop_entry(&self, entry: &Entry, state: &mut EntryState) {
+        if state.removed {
+            return;
+        }
+        state.removed = true;
+        self.set_len(state, 0);
+        let _ = std::fs::remove_file(self.path(entry.key));
+        let mut map = self.map();
+        if map.get(&entry.key).is_some_and(|e| std::ptr::eq(&**e, entry)) {
+            map.remove(&entry.key);
+        }
+    }
+
+    /// Makes the cached blocks of `inode` durable on the local disk.
+    pub(crate) async fn sync_inode(&self, inode: u64) -> FsResult<()> {
+        let keys: Vec<Key> = self
+            .map()
+            .range((inode, 0)..=(inode, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            if let Ok(f) = File::open(self.path(key)) {
+                f.sync_data()?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn upload(&self, entry: &Arc<Entry>) -> FsResult<()> {
+        let key = entry.key;
+        let (data, generation) = {
+            let state = entry.state.lock().await;
+            if state.removed || state.dirty_since.is_none() {
+                return Ok(());
+            }
+            let mut data = vec![0u8; state.len as usize];
+            if state.len > 0 {
+                self.open(key)?.read_exact_at(&mut data, 0)?;
+            }
+            (data, state.generation)
+        };
+        let compression = self.cfg.compression;
+        let (hash, encoded) = tokio::task::spawn_blocking(move || {
+            if data.iter().all(|b| *b == 0) {
+                return (None, Vec::new());
+            }
+            let hash = Sha256::digest(&data).to_vec();
+            (Some((hash, data.len() as u64)), data)
+        })
+        .await
+        .map_err(|e| FsError::Inconsistent(e.to_string()))?;
+
+        let mut uploaded: Option<(u64, u64)> = None;
+        if let Some((hash, _)) = &hash {
+            let h = hash.clone();
+            let existing = self.db.call(move |c| blocks::block_by_hash(c, &h)).await?;
+            if existing.is_none() {
+                let obj_id = self.db.call(blocks::next_object_id).await?;
+                let object = tokio::task::spawn_blocking(move || format::encode(&encoded, compression))
+                    .await
+                    .map_err(|e| FsError::Inconsistent(e.to_string()))?;
+                let stored_size = object.len() as u64;
+                let _permit = self.transfers.acquire().await;
+                self.store.put(&data_object_name(obj_id), Bytes::from(object)).await?;
+                uploaded = Some((obj_id, stored_size));
+            }
+        }
+
+        let mut state = entry.state.lock().await;
+        let mut dead = Vec::new();
+        if state.removed {
+            dead.extend(uploaded.map(|(id, _)| id));
+        } else {
+            dead = self
+                .db
+                .call(move |c| {
+                    let mut dead = Vec::new();
+                    let block_id = match hash {
+                        None => None,
+                        Some((hash, size)) => Some(match blocks::block_by_hash(c, &hash)? {
+                            Some(id) => {
+                                dead.extend(uploaded.map(|(id, _)| id));
+                                id
+                            }
+                            None => {
+                                let (obj_id, stored) = uploaded.ok_or_else(|| {
+                                    FsError::Inconsistent("block vanished during upload".into())
+                                })?;
+                                blocks::insert_block(c, &hash, size, obj_id, stored)?
+                            }
+                        }),
+                    };
+                    dead.extend(blocks::set_block(c, key.0, key.1, block_id)?);
+                    Ok(dead)
+                })
+                .await?;
+            if state.generation == generation {
+                state.dirty_since = None;
+            }
+        }
+        drop(state);
+        self.delete_objects(dead);
+        Ok(())
+    }
+
+    /// Deletes objects that no block references any more (after the commit that dropped them).
+    pub(crate) fn delete_objects(&self, obj_ids: Vec<u64>) {
+        for id in obj_ids {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let name = data_object_name(id);
+                if let Err(e) = store.delete(&name).await {
+                    tracing::warn!("could not delete unreferenced object {name}: {e} (fsck.s3ql removes it)");
+                }
+            });
+        }
+    }
+
+    fn dirty_entries(&self, older_than: Option<Duration>) -> Vec<Arc<Entry>> {
+        let now = Instant::now();
+        self.map()
+            .values()
+            .filter(|e| {
+                e.state.try_lock().map_or(true, |s| match s.dirty_since {
+                    None => false,
+                    Some(t) => older_than.is_none_or(|d| now.duration_since(t) >= d),
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Uploads every dirty block; fails if any could not be uploaded (it stays dirty).
+    pub(crate) async fn flush_all(&self) -> FsResult<()> {
+        loop {
+            let dirty = self.dirty_entries(None);
+            if dirty.is_empty() {
+                return Ok(());
+            }
+            self.upload_all(dirty).await?;
+            if self.usage().dirty_entries == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn upload_all(&self, dirty: Vec<Arc<Entry>>) -> FsResult<()> {
+        let uploads: Vec<_> = dirty.iter().map(|e| self.upload(e)).collect();
+        let results: Vec<FsResult<()>> = futures::stream::iter(uploads)
+            .buffer_unordered(self.cfg.max_connections.max(1))
+            .collect()
+            .await;
+        let mut first_err = None;
+        for r in results {
+            if let Err(e) = r {
+                tracing::error!("upload failed: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+        self.evict();
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// One pass of the background write-back: uploads blocks dirty for longer than the
+    /// delay (all of them if the cache is over its size), then evicts clean blocks.
+    pub(crate) async fn writeback_pass(&self) {
+        let over = self.used.load(Ordering::Relaxed) > self.max_size.load(Ordering::Relaxed);
+        let delay = if over { None } else { Some(self.cfg.dirty_delay) };
+        let dirty = self.dirty_entries(delay);
+        if !dirty.is_empty() {
+            let _ = self.upload_all(dirty).await;
+        } else {
+            self.evict();
+        }
+    }
+
+    /// Waits until the flusher is woken or `period` passes.
+    pub(crate) async fn wait_for_work(&self, period: Duration) {
+        let _ = tokio::time::timeout(period, self.wake_flusher.notified()).await;
+    }
+
+    async fn wait_for_space(&self) {
+        let mut logged = false;
+        while self.used.load(Ordering::Relaxed) > self.max_size.load(Ordering::Relaxed) + self.block_size {
+            if !logged {
+                tracing::info!("cache full of dirty blocks, writers wait for uploads");
+                logged = true;
+            }
+            self.wake_flusher.notify_one();
+            let _ = tokio::time::timeout(Duration::from_millis(200), self.space_freed.notified()).await;
+        }
+    }
+
+    /// Evicts clean, idle blocks, least recently used first, until the cache fits.
+    fn evict(&self) {
+        let max = self.max_size.load(Ordering::Relaxed);
+        if self.used.load(Ordering::Relaxed) <= max {
+            self.space_freed.notify_waiters();
+            return;
+        }
+        let mut candidates: Vec<Arc<Entry>> = self.map().values().cloned().collect();
+        candidates.sort_by_key(|e| e.last_use.load(Ordering::Relaxed));
+        for entry in candidates {
+            if self.used.load(Ordering::Relaxed) <= max {
+                break;
+            }
+            if let Ok(mut state) = entry.state.try_lock() {
+                if state.dirty_since.is_none() {
+                    self.drop_entry(&entry, &mut state);
+                }
+            }
+        }
+        self.space_freed.notify_waiters();
+    }
+
+    /// Drops every clean block (after a flush, all of them).
+    pub(crate) async fn drop_clean(&self) {
+        let all: Vec<Arc<Entry>> = self.map().values().cloned().collect();
+        for entry in all {
+            let mut state = entry.state.lock().await;
+            if state.dirty_since.is_none() {
+                self.drop_entry(&entry, &mut state);
+            }
+        }
+    }
+
+    /// Changes the cache size limit.
+    pub(crate) fn set_max_size(&self, bytes: u64) {
+        self.max_size.store(bytes, Ordering::Relaxed);
+        self.wake_flusher.notify_one();
+    }
+
+    /// Current figures.
+    pub(crate) fn usage(&self) -> CacheUsage {
+        let mut u = CacheUsage::default();
+        for e in self.map().values() {
+            u.entries += 1;
+            if let Ok(s) = e.state.try_lock() {
+                u.bytes += s.len;
+                if s.dirty_since.is_some() {
+                    u.dirty_entries += 1;
+                    u.dirty_bytes += s.len;
+                }
+            } else {
+                u.dirty_entries += 1;
+            }
+        }
+        u
+    }
+}
+
+fn mark_dirty(state: &mut EntryState) {
+    state.generation += 1;
+    state.dirty_since = Some(Instant::now());
+}

@@ -1,0 +1,293 @@
+//! Object format v1: the bytes of every object in the backend.
+//!
+//! ```text
+//! offset  size  field
+//! 0       6     magic "S3QLRS"
+//! 6       1     format version (1)
+//! 7       1     compression id (0 none, 1 zstd, 2 lzma, 3 bzip2, 4 zlib)
+//! 8       1     encryption id (0 none)
+//! 9       1     reserved, 0
+//! 10      8     plaintext length, u64 little-endian
+//! 18      n     payload (the plaintext, compressed with the given algorithm)
+//! 18+n    32    SHA-256 of bytes 0..18+n (plain objects only)
+//! ```
+//! `docs/FORMAT.md` is the normative description. Decoding checks everything it can and
+//! never returns bytes that do not match the header's promises.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+const MAGIC: &[u8; 6] = b"S3QLRS";
+/// The object format version this build writes.
+pub const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = 18;
+const TRAILER_LEN: usize = 32;
+const ENCRYPTION_NONE: u8 = 0;
+
+/// An object that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// Too short, bad magic, or a checksum mismatch: the stored bytes were altered.
+    #[error("object is corrupted: {0}")]
+    Corrupted(&'static str),
+    /// Written by a newer version of the format.
+    #[error("object format version {0} is newer than this program supports ({FORMAT_VERSION})")]
+    TooNew(u8),
+    /// Uses an algorithm this build does not know.
+    #[error("unknown {0} id {1}")]
+    UnknownAlgorithm(&'static str, u8),
+    /// The compressed payload did not decompress to the promised length.
+    #[error("decompression failed: {0}")]
+    Decompress(String),
+}
+
+/// A compression algorithm with its level, as given to `--compress ALGO-LEVEL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Store as is.
+    None,
+    /// zstd, levels 1-19.
+    Zstd(i32),
+    /// xz/lzma, levels 0-9.
+    Lzma(u32),
+    /// bzip2, levels 1-9.
+    Bzip2(u32),
+    /// zlib (deflate), levels 0-9.
+    Zlib(u32),
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd(3)
+    }
+}
+
+/// A `--compress` value that is not `ALGO[-LEVEL]` with a known algorithm and level.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid compression '{0}': expected none, zstd-1..19, lzma-0..9, bzip2-1..9 or zlib-0..9")]
+pub struct BadCompression(String);
+
+impl FromStr for Compression {
+    type Err = BadCompression;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadCompression(s.to_owned());
+        let (algo, level) = match s.split_once('-') {
+            Some((a, l)) => (a, Some(l.parse::<i32>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let in_range = |lo: i32, hi: i32, default: i32| {
+            let l = level.unwrap_or(default);
+            if (lo..=hi).contains(&l) {
+                Ok(l)
+            } else {
+                Err(bad())
+            }
+        };
+        Ok(match algo {
+            "none" => {
+                in_range(0, 9, 0)?;
+                Compression::None
+            }
+            "zstd" => Compression::Zstd(in_range(1, 19, 3)?),
+            "lzma" | "xz" => Compression::Lzma(in_range(0, 9, 6)? as u32),
+            "bzip2" => Compression::Bzip2(in_range(1, 9, 6)? as u32),
+            "zlib" => Compression::Zlib(in_range(0, 9, 6)? as u32),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::None => write!(f, "none"),
+            Compression::Zstd(l) => write!(f, "zstd-{l}"),
+            Compression::Lzma(l) => write!(f, "lzma-{l}"),
+            Compression::Bzip2(l) => write!(f, "bzip2-{l}"),
+            Compression::Zlib(l) => write!(f, "zlib-{l}"),
+        }
+    }
+}
+
+impl Compression {
+    fn id(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Zstd(_) => 1,
+            Compression::Lzma(_) => 2,
+            Compression::Bzip2(_) => 3,
+            Compression::Zlib(_) => 4,
+        }
+    }
+
+    fn compress(self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        match self {
+            Compression::None => Ok(data.to_vec()),
+            Compression::Zstd(level) => zstd::bulk::compress(data, level),
+            Compression::Lzma(level) => {
+                let mut enc = liblzma::write::XzEncoder::new(Vec::new(), level);
+                enc.write_all(data)?;
+                enc.finish()
+            }
+            Compression::Bzip2(level) => {
+                let mut enc =
+                    bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(level));
+                enc.write_all(data)?;
+                enc.finish()
+            }
+            Compression::Zlib(level) => {
+                let mut enc =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(level));
+                enc.write_all(data)?;
+                enc.finish()
+            }
+        }
+    }
+}
+
+fn decompress(id: u8, payload: &[u8], plain_len: usize) -> Result<Vec<u8>, FormatError> {
+    let derr = |e: std::io::Error| FormatError::Decompress(e.to_string());
+    let mut out = Vec::with_capacity(plain_len);
+    match id {
+        0 => out.extend_from_slice(payload),
+        1 => out = zstd::bulk::decompress(payload, plain_len).map_err(derr)?,
+        2 => {
+            liblzma::read::XzDecoder::new(payload)
+                .take(plain_len as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(derr)?;
+        }
+        3 => {
+            bzip2::read::BzDecoder::new(payload)
+                .take(plain_len as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(derr)?;
+        }
+        4 => {
+            flate2::read::ZlibDecoder::new(payload)
+                .take(plain_len as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(derr)?;
+        }
+        other => return Err(FormatError::UnknownAlgorithm("compression", other)),
+    }
+    if out.len() != plain_len {
+        return Err(FormatError::Decompress(format!(
+            "expected {plain_len} bytes, got {}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Encodes `plain` as a v1 object. The payload is compressed with `compression` unless the
+/// compressed form is not smaller, in which case it is stored uncompressed.
+pub fn encode(plain: &[u8], compression: Compression) -> Vec<u8> {
+    let compressed = match compression {
+        Compression::None => None,
+        c => c.compress(plain).ok().filter(|c| c.len() < plain.len()),
+    };
+    let (id, payload) = match &compressed {
+        Some(c) => (compression.id(), c.as_slice()),
+        None => (Compression::None.id(), plain),
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(id);
+    out.push(ENCRYPTION_NONE);
+    out.push(0);
+    out.extend_from_slice(&(plain.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    out
+}
+
+/// Decodes a v1 object, verifying its magic, version, checksum and length.
+pub fn decode(object: &[u8]) -> Result<Vec<u8>, FormatError> {
+    if object.len() < HEADER_LEN + TRAILER_LEN {
+        return Err(FormatError::Corrupted("object is shorter than its header"));
+    }
+    if &object[..6] != MAGIC {
+        return Err(FormatError::Corrupted("bad magic"));
+    }
+    let version = object[6];
+    if version > FORMAT_VERSION || version == 0 {
+        return Err(FormatError::TooNew(version));
+    }
+    if object[8] != ENCRYPTION_NONE {
+        return Err(FormatError::UnknownAlgorithm("encryption", object[8]));
+    }
+    let (body, trailer) = object.split_at(object.len() - TRAILER_LEN);
+    if Sha256::digest(body).as_slice() != trailer {
+        return Err(FormatError::Corrupted("checksum mismatch"));
+    }
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(&body[10..HEADER_LEN]);
+    let plain_len = usize::try_from(u64::from_le_bytes(len_bytes))
+        .map_err(|_| FormatError::Corrupted("impossible length"))?;
+    decompress(object[7], &body[HEADER_LEN..], plain_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn all_algorithms() -> Vec<Compression> {
+        let mut v = vec![Compression::None];
+        v.extend((1..=19).map(Compression::Zstd));
+        v.extend((0..=9).map(Compression::Lzma));
+        v.extend((1..=9).map(Compression::Bzip2));
+        v.extend((0..=9).map(Compression::Zlib));
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn round_trip(data in prop::collection::vec(any::<u8>(), 0..5000), repeat in 1usize..40) {
+            let compressible: Vec<u8> = data.iter().flat_map(|b| std::iter::repeat_n(*b, repeat)).collect();
+            for algo in all_algorithms() {
+                for plain in [&data[..], &compressible[..], &[][..]] {
+                    let obj = encode(plain, algo);
+                    prop_assert_eq!(decode(&obj).unwrap(), plain);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn incompressible_is_stored_plain() {
+        let data: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let obj = encode(&data, Compression::Zstd(3));
+        assert!(obj.len() <= data.len() + HEADER_LEN + TRAILER_LEN);
+        assert_eq!(decode(&obj).unwrap(), data);
+    }
+
+    #[test]
+    fn any_flipped_byte_is_detected() {
+        let obj = encode(&[7u8; 10000], Compression::Zstd(3));
+        for i in 0..obj.len() {
+            let mut bad = obj.clone();
+            bad[i] ^= 0x40;
+            assert!(decode(&bad).is_err(), "flip at {i} not detected");
+        }
+        assert!(decode(&obj[..obj.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn parses_s3ql_specs() {
+        assert_eq!("zstd-3".parse::<Compression>().unwrap(), Compression::Zstd(3));
+        assert_eq!("lzma".parse::<Compression>().unwrap(), Compression::Lzma(6));
+        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
+        assert!("zstd-20".parse::<Compression>().is_err());
+        assert!("gzip-3".parse::<Compression>().is_err());
+        assert!("zlib-x".parse::<Compression>().is_err());
+    }
+}

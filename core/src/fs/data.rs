@@ -1,0 +1,261 @@
+//! File contents and attributes: open, read, write, truncate, fsync, fallocate, setattr.
+
+use std::ffi::OsStr;
+use std::sync::atomic::Ordering;
+
+use super::inode;
+use super::namespace::NewNode;
+use super::Filesystem;
+use crate::error::{errno, FsResult};
+use crate::types::{Attr, Caller, SetAttr, StatFs, TimeSet, Timestamp, CTRL_INODE};
+
+impl Filesystem {
+    /// Opens `ino`; the inode stays alive until the handle is released.
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        if ino != CTRL_INODE {
+            let node = self.db.call(move |c| inode::get(c, ino)).await?;
+            let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+            if node.locked && writes {
+                return Err(errno(libc::EPERM));
+            }
+        }
+        Ok(self.add_handle(ino))
+    }
+
+    fn add_handle(&self, ino: u64) -> u64 {
+        self.nodes().entry(ino).or_default().handles += 1;
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Creates and opens a regular file.
+    pub async fn create(&self, caller: Caller, parent: u64, name: &OsStr, mode: u32, _flags: i32) -> FsResult<(Attr, u64)> {
+        let mode = (mode & !libc::S_IFMT) | libc::S_IFREG;
+        let attr = self.create_node(caller, parent, name, mode, NewNode::Other(0)).await?;
+        Ok((attr.clone(), self.add_handle(attr.ino)))
+    }
+
+    /// Releases a handle; an unlinked inode with no references left is deleted.
+    pub async fn release(&self, ino: u64, _fh: u64) -> FsResult<()> {
+        let unused = {
+            let mut nodes = self.nodes();
+            match nodes.get_mut(&ino) {
+                Some(refs) => {
+                    refs.handles = refs.handles.saturating_sub(1);
+                    let unused = refs.lookups == 0 && refs.handles == 0;
+                    if unused {
+                        nodes.remove(&ino);
+                    }
+                    unused
+                }
+                None => false,
+            }
+        };
+        if unused {
+            self.free_if_unlinked(ino).await?;
+        }
+        Ok(())
+    }
+
+    /// Called at each close of a file descriptor; nothing to do (see `fsync`).
+    pub async fn flush(&self, _ino: u64, _fh: u64) -> FsResult<()> {
+        Ok(())
+    }
+
+    /// Returns when the file's data is in cache files on the local disk and all metadata
+    /// is committed and synced: it then survives a crash of the process or the machine.
+    pub async fn fsync(&self, ino: u64, _datasync: bool) -> FsResult<()> {
+        self.cache.sync_inode(ino).await?;
+        self.db.sync().await
+    }
+
+    /// Reads up to `size` bytes at `offset`; holes read as zeros.
+    pub async fn read(&self, ino: u64, _fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        if ino == CTRL_INODE {
+            return Ok(Vec::new());
+        }
+        let file_size = self.db.call(move |c| Ok(inode::get(c, ino)?.size)).await?;
+        if offset >= file_size {
+            return Ok(Vec::new());
+        }
+        let end = file_size.min(offset.saturating_add(u64::from(size)));
+        let bs = self.block_size;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut pos = offset;
+        while pos < end {
+            let blockno = pos / bs;
+            let in_block = pos % bs;
+            let len = (bs - in_block).min(end - pos);
+            out.extend(self.cache.read(ino, blockno, in_block, len as usize).await?);
+            pos += len;
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` at `offset`; returns when the bytes are in the cache.
+    pub async fn write(&self, ino: u64, _fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        if ino == CTRL_INODE {
+            return Err(errno(libc::EACCES));
+        }
+        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= i64::MAX as u64);
+        let end = end.ok_or_else(|| errno(libc::EFBIG))?;
+        let bs = self.block_size;
+        let mut pos = offset;
+        while pos < end {
+            let blockno = pos / bs;
+            let in_block = pos % bs;
+            let len = (bs - in_block).min(end - pos);
+            let start = (pos - offset) as usize;
+            self.cache
+                .write(ino, blockno, in_block, &data[start..start + len as usize])
+                .await?;
+            pos += len;
+        }
+        self.db
+            .call(move |c| {
+                c.prepare_cached(
+                    "UPDATE inodes SET size = MAX(size, ?2), mtime_ns = ?3, ctime_ns = ?3 WHERE id = ?1",
+                )?
+                .execute(rusqlite::params![ino, end, Timestamp::now().nanos])?;
+                Ok(())
+            })
+            .await?;
+        Ok(data.len() as u32)
+    }
+
+    /// Changes attributes; a size change truncates or extends (holes read as zeros).
+    pub async fn setattr(&self, _caller: Caller, ino: u64, changes: SetAttr) -> FsResult<Attr> {
+        if ino == CTRL_INODE {
+            return self.ctrl_attr().await;
+        }
+        let old = self.db.call(move |c| inode::get(c, ino)).await?;
+        if old.locked {
+            return Err(errno(libc::EPERM));
+        }
+        if let Some(size) = changes.size {
+            if old.is_dir() {
+                return Err(errno(libc::EISDIR));
+            }
+            if size > i64::MAX as u64 {
+                return Err(errno(libc::EFBIG));
+            }
+            if size < old.size {
+                self.shrink(ino, size).await?;
+            }
+        }
+        self.db
+            .call(move |c| {
+                let mut node = inode::get(c, ino)?;
+                let now = Timestamp::now();
+                if let Some(mode) = changes.mode {
+                    node.mode = (node.mode & libc::S_IFMT) | (mode & 0o7777);
+                }
+                let owner_change = changes.uid.is_some_and(|u| u != node.uid) || changes.gid.is_some_and(|g| g != node.gid);
+                if let Some(uid) = changes.uid {
+                    node.uid = uid;
+                }
+                if let Some(gid) = changes.gid {
+                    node.gid = gid;
+                }
+                if owner_change && changes.mode.is_none() && !node.is_dir() {
+                    node.mode &= !libc::S_ISUID;
+                    if node.mode & libc::S_IXGRP != 0 {
+                        node.mode &= !libc::S_ISGID;
+                    }
+                }
+                if let Some(size) = changes.size {
+                    node.size = size;
+                    if changes.mtime.is_none() {
+                        node.mtime = now;
+                    }
+                }
+                let resolve = |t: TimeSet| match t {
+                    TimeSet::Now => now,
+                    TimeSet::At(t) => t,
+                };
+                if let Some(t) = changes.atime {
+                    node.atime = resolve(t);
+                }
+                if let Some(t) = changes.mtime {
+                    node.mtime = resolve(t);
+                }
+                node.ctime = changes.ctime.unwrap_or(now);
+                node.save(c)?;
+                Ok(node.attr())
+            })
+            .await
+    }
+
+    /// Drops the data of `ino` beyond `size`.
+    async fn shrink(&self, ino: u64, size: u64) -> FsResult<()> {
+        let bs = self.block_size;
+        let first_gone = size.div_ceil(bs);
+        self.cache.remove(ino, first_gone).await;
+        let dead = self
+            .db
+            .call(move |c| crate::blocks::remove_blocks_from(c, ino, first_gone))
+            .await?;
+        self.cache.delete_objects(dead);
+        if size % bs != 0 {
+            self.cache.truncate(ino, size / bs, size % bs).await?;
+        }
+        Ok(())
+    }
+
+    /// `fallocate(2)`: mode 0 extends the size (space lives in the backend, so nothing is
+    /// reserved); `FALLOC_FL_KEEP_SIZE` alone does nothing; other modes are `EOPNOTSUPP`.
+    pub async fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        let end = offset.checked_add(length).filter(|e| *e <= i64::MAX as u64);
+        let end = end.ok_or_else(|| errno(libc::EFBIG))?;
+        match mode {
+            0 => {
+                self.db
+                    .call(move |c| {
+                        let mut node = inode::get(c, ino)?;
+                        if node.locked {
+                            return Err(errno(libc::EPERM));
+                        }
+                        if end > node.size {
+                            node.size = end;
+                            let now = Timestamp::now();
+                            node.mtime = now;
+                            node.ctime = now;
+                            node.save(c)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+            }
+            libc::FALLOC_FL_KEEP_SIZE => Ok(()),
+            _ => Err(errno(libc::EOPNOTSUPP)),
+        }
+    }
+
+    /// Filesystem-wide figures: used space is the stored size of all objects; the
+    /// backend is treated as practically unlimited.
+    pub async fn statfs(&self) -> FsResult<StatFs> {
+        const FRSIZE: u64 = 4096;
+        const FREE_BLOCKS: u64 = 1 << 40;
+        const FREE_INODES: u64 = 1 << 32;
+        let (stored, inodes): (u64, u64) = self
+            .db
+            .call(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT COALESCE(SUM(stored_size), 0) FROM blocks), (SELECT COUNT(*) FROM inodes)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await?;
+        let used = stored.div_ceil(FRSIZE);
+        Ok(StatFs {
+            blocks: used + FREE_BLOCKS,
+            bfree: FREE_BLOCKS,
+            bavail: FREE_BLOCKS,
+            files: inodes + FREE_INODES,
+            ffree: FREE_INODES,
+            bsize: 128 * 1024,
+            namelen: crate::types::NAME_MAX as u32,
+            frsize: FRSIZE as u32,
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! Extended attributes (stored as bytes, any namespace).
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{inode, Filesystem};
+use crate::error::{errno, FsResult};
+use crate::types::{Caller, Timestamp, XattrMode, CTRL_INODE};
+
+/// Longest attribute name, as on Linux.
+const XATTR_NAME_MAX: usize = 255;
+/// Largest attribute value, as on Linux.
+const XATTR_SIZE_MAX: usize = 65536;
+
+impl Filesystem {
+    /// Sets attribute `name` of `ino` (on the control file: runs a command).
+    pub async fn setxattr(&self, caller: Caller, ino: u64, name: &OsStr, value: &[u8], mode: XattrMode) -> FsResult<()> {
+        if ino == CTRL_INODE {
+            return self.ctrl_command(caller, name.as_bytes(), value).await;
+        }
+        if name.len() > XATTR_NAME_MAX || name.is_empty() {
+            return Err(errno(libc::ERANGE));
+        }
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(errno(libc::E2BIG));
+        }
+        let name = name.as_bytes().to_vec();
+        let value = value.to_vec();
+        self.db
+            .call(move |c| {
+                let mut node = inode::get(c, ino)?;
+                if node.locked {
+                    return Err(errno(libc::EPERM));
+                }
+                let exists = c
+                    .prepare_cached("SELECT 1 FROM ext_attributes WHERE inode = ?1 AND name = ?2")?
+                    .query_row(params![ino, name], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                match mode {
+                    XattrMode::Create if exists => return Err(errno(libc::EEXIST)),
+                    XattrMode::Replace if !exists => return Err(errno(libc::ENODATA)),
+                    _ => {}
+                }
+                c.prepare_cached("INSERT OR REPLACE INTO ext_attributes (inode, name, value) VALUES (?1, ?2, ?3)")?
+                    .execute(params![ino, name, value])?;
+                node.ctime = Timestamp::now();
+                node.save(c)
+            })
+            .await
+    }
+
+    /// The value of attribute `name` of `ino`, or `ENODATA`.
+    pub async fn getxattr(&self, caller: Caller, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
+        if ino == CTRL_INODE {
+            return self.ctrl_query(caller, name.as_bytes()).await;
+        }
+        let name = name.as_bytes().to_vec();
+        self.db
+            .call(move |c| {
+                c.prepare_cached("SELECT value FROM ext_attributes WHERE inode = ?1 AND name = ?2")?
+                    .query_row(params![ino, name], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| {
+                        if inode::get(c, ino).is_err() {
+                            errno(libc::ENOENT)
+                        } else {
+                            errno(libc::ENODATA)
+                        }
+                    })
+            })
+            .await
+    }
+
+    /// All attribute names of `ino`, each followed by a NUL byte.
+    pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        if ino == CTRL_INODE {
+            return Ok(Vec::new());
+        }
+        self.db
+            .call(move |c| {
+                inode::get(c, ino)?;
+                let mut stmt = c.prepare_cached("SELECT name FROM ext_attributes WHERE inode = ?1 ORDER BY name")?;
+                let mut out = Vec::new();
+                for name in stmt.query_map([ino], |r| r.get::<_, Vec<u8>>(0))? {
+                    out.extend(name?);
+                    out.push(0);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Removes attribute `name` of `ino`, or `ENODATA` if it has none.
+    pub async fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
+        if ino == CTRL_INODE {
+            return Err(errno(libc::EPERM));
+        }
+        let name = name.as_bytes().to_vec();
+        self.db
+            .call(move |c| {
+                let mut node = inode::get(c, ino)?;
+                if node.locked {
+                    return Err(errno(libc::EPERM));
+                }
+                let removed = c
+                    .prepare_cached("DELETE FROM ext_attributes WHERE inode = ?1 AND name = ?2")?
+                    .execute(params![ino, name])?;
+                if removed == 0 {
+                    return Err(errno(libc::ENODATA));
+                }
+                node.ctime = Timestamp::now();
+                node.save(c)
+            })
+            .await
+    }
+}

@@ -1,0 +1,9 @@
+//! Metadata: the SQLite database (one owner thread, batched transactions), its schema,
+//! and its upload to the backend as chunked generations.
+
+mod db;
+mod schema;
+pub(crate) mod upload;
+
+pub use db::Db;
+pub(crate) use schema::{create_schema, META_NEXT_OBJECT_ID};

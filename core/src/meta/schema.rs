@@ -1,0 +1,72 @@
+//! The database schema (see DESIGN.md §4). Reference counts (`inodes.nlink`,
+//! `blocks.refcount`) are derived data that fsck recomputes from `contents` and
+//! `inode_blocks`.
+
+use rusqlite::Connection;
+
+/// Key in `fs_meta` of the next data object number to hand out.
+pub(crate) const META_NEXT_OBJECT_ID: &str = "next_object_id";
+
+const SCHEMA: &str = "
+CREATE TABLE inodes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    atime_ns INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    rdev INTEGER NOT NULL DEFAULT 0,
+    nlink INTEGER NOT NULL,
+    locked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE contents (
+    id INTEGER PRIMARY KEY,
+    parent INTEGER NOT NULL,
+    name BLOB NOT NULL,
+    inode INTEGER NOT NULL,
+    UNIQUE (parent, name)
+);
+CREATE INDEX contents_by_parent ON contents (parent);
+CREATE INDEX contents_by_inode ON contents (inode);
+CREATE TABLE symlink_targets (
+    inode INTEGER PRIMARY KEY,
+    target BLOB NOT NULL
+);
+CREATE TABLE ext_attributes (
+    inode INTEGER NOT NULL,
+    name BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (inode, name)
+) WITHOUT ROWID;
+CREATE TABLE blocks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    refcount INTEGER NOT NULL,
+    obj_id INTEGER NOT NULL UNIQUE,
+    stored_size INTEGER NOT NULL
+);
+CREATE TABLE inode_blocks (
+    inode INTEGER NOT NULL,
+    blockno INTEGER NOT NULL,
+    block_id INTEGER NOT NULL,
+    PRIMARY KEY (inode, blockno)
+) WITHOUT ROWID;
+CREATE INDEX inode_blocks_by_block ON inode_blocks (block_id);
+CREATE TABLE fs_meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// Creates every table of an empty database.
+pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    conn.execute(
+        "INSERT INTO fs_meta (key, value) VALUES (?1, 1)",
+        [META_NEXT_OBJECT_ID],
+    )?;
+    Ok(())
+}
