@@ -25,7 +25,11 @@ pub(crate) struct StoredBlock {
 }
 
 /// The stored block at `(inode, blockno)`, if any (none means a hole).
-pub(crate) fn block_of(conn: &Connection, inode: u64, blockno: u64) -> FsResult<Option<StoredBlock>> {
+pub(crate) fn block_of(
+    conn: &Connection,
+    inode: u64,
+    blockno: u64,
+) -> FsResult<Option<StoredBlock>> {
     Ok(conn
         .prepare_cached(
             "SELECT b.hash, b.size, b.obj_id FROM inode_blocks ib JOIN blocks b ON b.id = ib.block_id
@@ -110,7 +114,9 @@ pub(crate) fn set_block(
 /// Drops one reference to `block_id`; deletes the row and returns its object when none is left.
 pub(crate) fn release_block(conn: &Connection, block_id: u64) -> FsResult<Option<u64>> {
     let (refcount, obj_id): (i64, u64) = conn
-        .prepare_cached("UPDATE blocks SET refcount = refcount - 1 WHERE id = ?1 RETURNING refcount, obj_id")?
+        .prepare_cached(
+            "UPDATE blocks SET refcount = refcount - 1 WHERE id = ?1 RETURNING refcount, obj_id",
+        )?
         .query_row([block_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     if refcount > 0 {
         return Ok(None);
@@ -121,9 +127,15 @@ pub(crate) fn release_block(conn: &Connection, block_id: u64) -> FsResult<Option
 }
 
 /// Removes every block of `inode` from `first_blockno` on; returns the objects to delete.
-pub(crate) fn remove_blocks_from(conn: &Connection, inode: u64, first_blockno: u64) -> FsResult<Vec<u64>> {
+pub(crate) fn remove_blocks_from(
+    conn: &Connection,
+    inode: u64,
+    first_blockno: u64,
+) -> FsResult<Vec<u64>> {
     let ids: Vec<u64> = conn
-        .prepare_cached("DELETE FROM inode_blocks WHERE inode = ?1 AND blockno >= ?2 RETURNING block_id")?
+        .prepare_cached(
+            "DELETE FROM inode_blocks WHERE inode = ?1 AND blockno >= ?2 RETURNING block_id",
+        )?
         .query_map(params![inode, first_blockno], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut dead = Vec::new();

@@ -86,7 +86,12 @@ pub(crate) struct BlockCache {
 }
 
 impl BlockCache {
-    pub(crate) fn new(cfg: CacheConfig, block_size: u64, db: Db, store: Arc<dyn ObjectStore>) -> FsResult<Self> {
+    pub(crate) fn new(
+        cfg: CacheConfig,
+        block_size: u64,
+        db: Db,
+        store: Arc<dyn ObjectStore>,
+    ) -> FsResult<Self> {
         std::fs::create_dir_all(&cfg.dir)?;
         Ok(Self {
             block_size,
@@ -168,7 +173,10 @@ impl BlockCache {
     }
 
     async fn load(&self, key: Key, state: &mut EntryState) -> FsResult<()> {
-        let stored = self.db.call(move |c| blocks::block_of(c, key.0, key.1)).await?;
+        let stored = self
+            .db
+            .call(move |c| blocks::block_of(c, key.0, key.1))
+            .await?;
         let Some(stored) = stored else {
             return Ok(());
         };
@@ -179,8 +187,11 @@ impl BlockCache {
         };
         let plain = tokio::task::spawn_blocking(move || -> FsResult<Vec<u8>> {
             let plain = format::decode(&object)?;
-            if plain.len() as u64 != stored.size || Sha256::digest(&plain).as_slice() != stored.hash {
-                return Err(format::FormatError::Corrupted("content does not match its SHA-256").into());
+            if plain.len() as u64 != stored.size || Sha256::digest(&plain).as_slice() != stored.hash
+            {
+                return Err(
+                    format::FormatError::Corrupted("content does not match its SHA-256").into(),
+                );
             }
             Ok(plain)
         })
@@ -196,7 +207,13 @@ impl BlockCache {
 
     /// Reads `len` bytes at `offset` within block `blockno` of `inode`; bytes past the
     /// block's stored end read as zeros.
-    pub(crate) async fn read(&self, inode: u64, blockno: u64, offset: u64, len: usize) -> FsResult<Vec<u8>> {
+    pub(crate) async fn read(
+        &self,
+        inode: u64,
+        blockno: u64,
+        offset: u64,
+        len: usize,
+    ) -> FsResult<Vec<u8>> {
         let state = self.lock_loaded((inode, blockno), false).await?;
         let mut buf = vec![0u8; len];
         let avail = state.len.saturating_sub(offset).min(len as u64) as usize;
@@ -208,7 +225,13 @@ impl BlockCache {
     }
 
     /// Writes `data` at `offset` within block `blockno` of `inode` and marks it dirty.
-    pub(crate) async fn write(&self, inode: u64, blockno: u64, offset: u64, data: &[u8]) -> FsResult<()> {
+    pub(crate) async fn write(
+        &self,
+        inode: u64,
+        blockno: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<()> {
         self.wait_for_space().await;
         let whole = offset == 0 && data.len() as u64 == self.block_size;
         let mut state = self.lock_loaded((inode, blockno), whole).await?;
@@ -258,7 +281,10 @@ impl BlockCache {
         self.set_len(state, 0);
         let _ = std::fs::remove_file(self.path(entry.key));
         let mut map = self.map();
-        if map.get(&entry.key).is_some_and(|e| std::ptr::eq(&**e, entry)) {
+        if map
+            .get(&entry.key)
+            .is_some_and(|e| std::ptr::eq(&**e, entry))
+        {
             map.remove(&entry.key);
         }
     }
@@ -308,12 +334,15 @@ impl BlockCache {
             let existing = self.db.call(move |c| blocks::block_by_hash(c, &h)).await?;
             if existing.is_none() {
                 let obj_id = self.db.call(blocks::next_object_id).await?;
-                let object = tokio::task::spawn_blocking(move || format::encode(&encoded, compression))
-                    .await
-                    .map_err(|e| FsError::Inconsistent(e.to_string()))?;
+                let object =
+                    tokio::task::spawn_blocking(move || format::encode(&encoded, compression))
+                        .await
+                        .map_err(|e| FsError::Inconsistent(e.to_string()))?;
                 let stored_size = object.len() as u64;
                 let _permit = self.transfers.acquire().await;
-                self.store.put(&data_object_name(obj_id), Bytes::from(object)).await?;
+                self.store
+                    .put(&data_object_name(obj_id), Bytes::from(object))
+                    .await?;
                 uploaded = Some((obj_id, stored_size));
             }
         }
@@ -362,7 +391,9 @@ impl BlockCache {
             tokio::spawn(async move {
                 let name = data_object_name(id);
                 if let Err(e) = store.delete(&name).await {
-                    tracing::warn!("could not delete unreferenced object {name}: {e} (fsck.s3ql removes it)");
+                    tracing::warn!(
+                        "could not delete unreferenced object {name}: {e} (fsck.s3ql removes it)"
+                    );
                 }
             });
         }
@@ -417,7 +448,11 @@ impl BlockCache {
     /// delay (all of them if the cache is over its size), then evicts clean blocks.
     pub(crate) async fn writeback_pass(&self) {
         let over = self.used.load(Ordering::Relaxed) > self.max_size.load(Ordering::Relaxed);
-        let delay = if over { None } else { Some(self.cfg.dirty_delay) };
+        let delay = if over {
+            None
+        } else {
+            Some(self.cfg.dirty_delay)
+        };
         let dirty = self.dirty_entries(delay);
         if !dirty.is_empty() {
             let _ = self.upload_all(dirty).await;
@@ -433,13 +468,16 @@ impl BlockCache {
 
     async fn wait_for_space(&self) {
         let mut logged = false;
-        while self.used.load(Ordering::Relaxed) > self.max_size.load(Ordering::Relaxed) + self.block_size {
+        while self.used.load(Ordering::Relaxed)
+            > self.max_size.load(Ordering::Relaxed) + self.block_size
+        {
             if !logged {
                 tracing::info!("cache full of dirty blocks, writers wait for uploads");
                 logged = true;
             }
             self.wake_flusher.notify_one();
-            let _ = tokio::time::timeout(Duration::from_millis(200), self.space_freed.notified()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), self.space_freed.notified()).await;
         }
     }
 

@@ -264,7 +264,9 @@ mod tests {
 
     #[test]
     fn incompressible_is_stored_plain() {
-        let data: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let obj = encode(&data, Compression::Zstd(3));
         assert!(obj.len() <= data.len() + HEADER_LEN + TRAILER_LEN);
         assert_eq!(decode(&obj).unwrap(), data);
@@ -283,7 +285,10 @@ mod tests {
 
     #[test]
     fn parses_s3ql_specs() {
-        assert_eq!("zstd-3".parse::<Compression>().unwrap(), Compression::Zstd(3));
+        assert_eq!(
+            "zstd-3".parse::<Compression>().unwrap(),
+            Compression::Zstd(3)
+        );
         assert_eq!("lzma".parse::<Compression>().unwrap(), Compression::Lzma(6));
         assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
         assert!("zstd-20".parse::<Compression>().is_err());

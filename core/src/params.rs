@@ -105,7 +105,8 @@ impl FsParams {
 
     /// Writes the local copy durably (temporary file, fsync, rename, directory fsync).
     pub(crate) fn save_local(&self, path: &Path) -> FsResult<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|e| FsError::Inconsistent(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(self).map_err(|e| FsError::Inconsistent(e.to_string()))?;
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);

@@ -8,7 +8,10 @@ use crate::types::{Attr, Caller, FileKind, CTRL_INODE};
 impl Filesystem {
     /// Attributes of the control file: a regular 0600 file owned by the mounting user.
     pub(super) async fn ctrl_attr(&self) -> FsResult<Attr> {
-        let root = self.db.call(|c| super::inode::get(c, crate::types::ROOT_INODE)).await?;
+        let root = self
+            .db
+            .call(|c| super::inode::get(c, crate::types::ROOT_INODE))
+            .await?;
         Ok(Attr {
             ino: CTRL_INODE,
             size: 0,
@@ -35,7 +38,12 @@ impl Filesystem {
     }
 
     /// Runs control command `name` with argument `value`.
-    pub(super) async fn ctrl_command(&self, caller: Caller, name: &[u8], value: &[u8]) -> FsResult<()> {
+    pub(super) async fn ctrl_command(
+        &self,
+        caller: Caller,
+        name: &[u8],
+        value: &[u8],
+    ) -> FsResult<()> {
         self.check_ctrl_caller(caller)?;
         match name {
             b"s3ql_flushcache!" => self.flush_cache().await,

@@ -28,9 +28,18 @@ impl Filesystem {
     }
 
     /// Creates and opens a regular file.
-    pub async fn create(&self, caller: Caller, parent: u64, name: &OsStr, mode: u32, _flags: i32) -> FsResult<(Attr, u64)> {
+    pub async fn create(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        _flags: i32,
+    ) -> FsResult<(Attr, u64)> {
         let mode = (mode & !libc::S_IFMT) | libc::S_IFREG;
-        let attr = self.create_node(caller, parent, name, mode, NewNode::Other(0)).await?;
+        let attr = self
+            .create_node(caller, parent, name, mode, NewNode::Other(0))
+            .await?;
         Ok((attr.clone(), self.add_handle(attr.ino)))
     }
 
@@ -85,7 +94,11 @@ impl Filesystem {
             let blockno = pos / bs;
             let in_block = pos % bs;
             let len = (bs - in_block).min(end - pos);
-            out.extend(self.cache.read(ino, blockno, in_block, len as usize).await?);
+            out.extend(
+                self.cache
+                    .read(ino, blockno, in_block, len as usize)
+                    .await?,
+            );
             pos += len;
         }
         Ok(out)
@@ -96,7 +109,9 @@ impl Filesystem {
         if ino == CTRL_INODE {
             return Err(errno(libc::EACCES));
         }
-        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= i64::MAX as u64);
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= i64::MAX as u64);
         let end = end.ok_or_else(|| errno(libc::EFBIG))?;
         let bs = self.block_size;
         let mut pos = offset;
@@ -149,7 +164,8 @@ impl Filesystem {
                 if let Some(mode) = changes.mode {
                     node.mode = (node.mode & libc::S_IFMT) | (mode & 0o7777);
                 }
-                let owner_change = changes.uid.is_some_and(|u| u != node.uid) || changes.gid.is_some_and(|g| g != node.gid);
+                let owner_change = changes.uid.is_some_and(|u| u != node.uid)
+                    || changes.gid.is_some_and(|g| g != node.gid);
                 if let Some(uid) = changes.uid {
                     node.uid = uid;
                 }

@@ -21,7 +21,8 @@ pub(crate) struct Inode {
     pub locked: bool,
 }
 
-pub(crate) const INODE_COLUMNS: &str = "id, mode, uid, gid, atime_ns, mtime_ns, ctime_ns, size, rdev, nlink, locked";
+pub(crate) const INODE_COLUMNS: &str =
+    "id, mode, uid, gid, atime_ns, mtime_ns, ctime_ns, size, rdev, nlink, locked";
 
 impl Inode {
     pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Inode> {
@@ -35,9 +36,15 @@ impl Inode {
             mode: r.get(start + 1)?,
             uid: r.get(start + 2)?,
             gid: r.get(start + 3)?,
-            atime: Timestamp { nanos: r.get(start + 4)? },
-            mtime: Timestamp { nanos: r.get(start + 5)? },
-            ctime: Timestamp { nanos: r.get(start + 6)? },
+            atime: Timestamp {
+                nanos: r.get(start + 4)?,
+            },
+            mtime: Timestamp {
+                nanos: r.get(start + 5)?,
+            },
+            ctime: Timestamp {
+                nanos: r.get(start + 6)?,
+            },
             size: r.get(start + 7)?,
             rdev: r.get(start + 8)?,
             nlink: r.get(start + 9)?,
@@ -118,7 +125,14 @@ pub(crate) fn insert(conn: &Connection, new: &NewInode) -> FsResult<Inode> {
         "INSERT INTO inodes (mode, uid, gid, atime_ns, mtime_ns, ctime_ns, size, rdev, nlink)
          VALUES (?1, ?2, ?3, ?4, ?4, ?4, 0, ?5, ?6)",
     )?
-    .execute(params![new.mode, new.uid, new.gid, new.now.nanos, new.rdev, new.nlink])?;
+    .execute(params![
+        new.mode,
+        new.uid,
+        new.gid,
+        new.now.nanos,
+        new.rdev,
+        new.nlink
+    ])?;
     Ok(Inode {
         id: conn.last_insert_rowid() as u64,
         mode: new.mode,
@@ -136,16 +150,25 @@ pub(crate) fn insert(conn: &Connection, new: &NewInode) -> FsResult<Inode> {
 
 /// Sets mtime and ctime of directory `id` to `now` (an entry was added or removed) and
 /// adds `nlink_delta` to its link count.
-pub(crate) fn touch_dir(conn: &Connection, id: u64, now: Timestamp, nlink_delta: i64) -> FsResult<()> {
-    conn.prepare_cached("UPDATE inodes SET mtime_ns = ?2, ctime_ns = ?2, nlink = nlink + ?3 WHERE id = ?1")?
-        .execute(params![id, now.nanos, nlink_delta])?;
+pub(crate) fn touch_dir(
+    conn: &Connection,
+    id: u64,
+    now: Timestamp,
+    nlink_delta: i64,
+) -> FsResult<()> {
+    conn.prepare_cached(
+        "UPDATE inodes SET mtime_ns = ?2, ctime_ns = ?2, nlink = nlink + ?3 WHERE id = ?1",
+    )?
+    .execute(params![id, now.nanos, nlink_delta])?;
     Ok(())
 }
 
 /// Adds `delta` to the link count of `id`, sets its ctime, and returns the new count.
 pub(crate) fn add_links(conn: &Connection, id: u64, delta: i64, now: Timestamp) -> FsResult<u32> {
     Ok(conn
-        .prepare_cached("UPDATE inodes SET nlink = nlink + ?2, ctime_ns = ?3 WHERE id = ?1 RETURNING nlink")?
+        .prepare_cached(
+            "UPDATE inodes SET nlink = nlink + ?2, ctime_ns = ?3 WHERE id = ?1 RETURNING nlink",
+        )?
         .query_row(params![id, delta, now.nanos], |r| r.get(0))?)
 }
 
@@ -153,8 +176,11 @@ pub(crate) fn add_links(conn: &Connection, id: u64, delta: i64, now: Timestamp) 
 /// lost their last reference (to delete after commit).
 pub(crate) fn delete(conn: &Connection, id: u64) -> FsResult<Vec<u64>> {
     let dead = crate::blocks::remove_blocks_from(conn, id, 0)?;
-    conn.prepare_cached("DELETE FROM ext_attributes WHERE inode = ?1")?.execute([id])?;
-    conn.prepare_cached("DELETE FROM symlink_targets WHERE inode = ?1")?.execute([id])?;
-    conn.prepare_cached("DELETE FROM inodes WHERE id = ?1")?.execute([id])?;
+    conn.prepare_cached("DELETE FROM ext_attributes WHERE inode = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM symlink_targets WHERE inode = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM inodes WHERE id = ?1")?
+        .execute([id])?;
     Ok(dead)
 }

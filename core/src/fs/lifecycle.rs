@@ -106,7 +106,9 @@ impl OpenError {
 impl From<StoreError> for OpenError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::LocationMissing(p) => OpenError::LocationMissing(format!("storage location {p} does not exist")),
+            StoreError::LocationMissing(p) => {
+                OpenError::LocationMissing(format!("storage location {p} does not exist"))
+            }
             e => OpenError::Failed(e.into()),
         }
     }
@@ -133,7 +135,11 @@ fn empty_cache_dir(dir: &Path) -> std::io::Result<()> {
 impl Filesystem {
     /// Creates a new, empty filesystem in `store`: root directory, control inode and
     /// `lost+found`, metadata generation 1. Returns when it is durable in the backend.
-    pub async fn mkfs(store: Arc<dyn ObjectStore>, cache_path: &Path, opts: MkfsOptions) -> Result<(), OpenError> {
+    pub async fn mkfs(
+        store: Arc<dyn ObjectStore>,
+        cache_path: &Path,
+        opts: MkfsOptions,
+    ) -> Result<(), OpenError> {
         let paths = LocalPaths::new(cache_path);
         prepare_cache_dir(&paths)?;
         if store.head(PARAMS_OBJECT).await?.is_some() {
@@ -151,12 +157,21 @@ impl Filesystem {
         db.call(move |c| {
             meta::create_schema(c)?;
             let now = Timestamp::now();
-            let node = |mode, nlink| NewInode { mode, uid, gid, rdev: 0, nlink, now };
+            let node = |mode, nlink| NewInode {
+                mode,
+                uid,
+                gid,
+                rdev: 0,
+                nlink,
+                now,
+            };
             let root = inode::insert(c, &node(libc::S_IFDIR | 0o755, 3))?;
             let ctrl = inode::insert(c, &node(libc::S_IFREG | 0o600, 1))?;
             let lost = inode::insert(c, &node(libc::S_IFDIR | 0o700, 2))?;
             if root.id != ROOT_INODE || ctrl.id != CTRL_INODE {
-                return Err(FsError::Inconsistent("unexpected inode numbers in a new database".into()));
+                return Err(FsError::Inconsistent(
+                    "unexpected inode numbers in a new database".into(),
+                ));
             }
             c.execute(
                 "INSERT INTO contents (parent, name, inode) VALUES (?1, ?2, ?3)",
@@ -183,7 +198,10 @@ impl Filesystem {
 
     /// Opens the filesystem in `store` for use: reuses the local database if it is
     /// current, otherwise downloads the newest metadata generation. Starts write-back.
-    pub async fn mount(store: Arc<dyn ObjectStore>, opts: MountOptions) -> Result<Arc<Filesystem>, OpenError> {
+    pub async fn mount(
+        store: Arc<dyn ObjectStore>,
+        opts: MountOptions,
+    ) -> Result<Arc<Filesystem>, OpenError> {
         let paths = LocalPaths::new(&opts.cache_path);
         prepare_cache_dir(&paths)?;
         let mut params = FsParams::load_remote(store.as_ref())
@@ -202,12 +220,16 @@ impl Filesystem {
             None => false,
         };
         if !local_current {
-            tracing::info!("downloading metadata generation {}", params.metadata_generation);
+            tracing::info!(
+                "downloading metadata generation {}",
+                params.metadata_generation
+            );
             paths.remove_db().map_err(FsError::from)?;
             upload::download(store.as_ref(), params.metadata_generation, &paths.db).await?;
         }
         let manifest = upload::load_manifest(store.as_ref(), params.metadata_generation).await?;
-        empty_cache_dir(&paths.cache_dir).map_err(|e| OpenError::CacheDir(paths.cache_dir.clone(), e))?;
+        empty_cache_dir(&paths.cache_dir)
+            .map_err(|e| OpenError::CacheDir(paths.cache_dir.clone(), e))?;
         params.mounted = true;
         params.save_local(&paths.params)?;
 
@@ -255,7 +277,9 @@ impl Filesystem {
             .db
             .call(|c| {
                 let mut stmt = c.prepare("SELECT id FROM inodes WHERE nlink = 0 AND id > ?1")?;
-                let ids = stmt.query_map([CTRL_INODE], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                let ids = stmt
+                    .query_map([CTRL_INODE], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
                 Ok(ids)
             })
             .await?;
@@ -305,7 +329,8 @@ impl Filesystem {
         let mut params = self.params.lock().await;
         let mut manifest = self.manifest.lock().await;
         let generation = params.metadata_generation + 1;
-        let (new, report) = upload::upload(self.store.as_ref(), &self.db, manifest.as_ref(), generation).await?;
+        let (new, report) =
+            upload::upload(self.store.as_ref(), &self.db, manifest.as_ref(), generation).await?;
         tracing::info!(
             "metadata generation {generation}: database {} bytes, uploaded {} bytes",
             report.db_bytes,

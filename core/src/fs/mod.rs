@@ -1,6 +1,7 @@
 //! The filesystem: POSIX operations over inodes, on top of the metadata database and the
 //! block cache. Every method is safe to call concurrently from many tasks.
 
+mod check;
 mod ctrl;
 mod data;
 mod inode;
@@ -54,7 +55,9 @@ pub struct Filesystem {
 
 impl std::fmt::Debug for Filesystem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Filesystem").field("cache", &self.paths.cache_dir).finish()
+        f.debug_struct("Filesystem")
+            .field("cache", &self.paths.cache_dir)
+            .finish()
     }
 }
 

@@ -8,7 +8,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::inode::{self, Inode, NewInode, INODE_COLUMNS};
 use super::{check_new_name, Filesystem};
 use crate::error::{errno, FsResult};
-use crate::types::{Attr, Caller, DirEntry, FileKind, RenameFlags, Timestamp, CTRL_INODE, CTRL_NAME, ROOT_INODE};
+use crate::types::{
+    Attr, Caller, DirEntry, FileKind, RenameFlags, Timestamp, CTRL_INODE, CTRL_NAME, ROOT_INODE,
+};
 
 /// The directory `id`, or `ENOTDIR`/`ENOENT`.
 fn dir(conn: &Connection, id: u64) -> FsResult<Inode> {
@@ -140,7 +142,11 @@ impl Filesystem {
                     return Err(errno(libc::EEXIST));
                 }
                 let is_dir = kind_bits == libc::S_IFDIR;
-                let mut perm = if target.is_some() { 0o777 } else { mode & 0o7777 };
+                let mut perm = if target.is_some() {
+                    0o777
+                } else {
+                    mode & 0o7777
+                };
                 let gid = if p.mode & libc::S_ISGID != 0 {
                     if is_dir {
                         perm |= libc::S_ISGID;
@@ -162,8 +168,10 @@ impl Filesystem {
                     },
                 )?;
                 if let Some(t) = &target {
-                    c.prepare_cached("INSERT INTO symlink_targets (inode, target) VALUES (?1, ?2)")?
-                        .execute(params![new.id, t])?;
+                    c.prepare_cached(
+                        "INSERT INTO symlink_targets (inode, target) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![new.id, t])?;
                     new.size = t.len() as u64;
                     new.save(c)?;
                 }
@@ -177,26 +185,57 @@ impl Filesystem {
     }
 
     /// Creates a file, device node, FIFO or socket (`mode` holds the type bits).
-    pub async fn mknod(&self, caller: Caller, parent: u64, name: &OsStr, mode: u32, rdev: u32) -> FsResult<Attr> {
+    pub async fn mknod(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> FsResult<Attr> {
         if mode & libc::S_IFMT == libc::S_IFDIR || mode & libc::S_IFMT == libc::S_IFLNK {
             return Err(errno(libc::EINVAL));
         }
-        let mode = if mode & libc::S_IFMT == 0 { mode | libc::S_IFREG } else { mode };
-        self.create_node(caller, parent, name, mode, NewNode::Other(rdev)).await
+        let mode = if mode & libc::S_IFMT == 0 {
+            mode | libc::S_IFREG
+        } else {
+            mode
+        };
+        self.create_node(caller, parent, name, mode, NewNode::Other(rdev))
+            .await
     }
 
     /// Creates a directory.
-    pub async fn mkdir(&self, caller: Caller, parent: u64, name: &OsStr, mode: u32) -> FsResult<Attr> {
-        self.create_node(caller, parent, name, mode, NewNode::Dir).await
+    pub async fn mkdir(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+    ) -> FsResult<Attr> {
+        self.create_node(caller, parent, name, mode, NewNode::Dir)
+            .await
     }
 
     /// Creates a symbolic link to `target` (bytes, stored exactly).
-    pub async fn symlink(&self, caller: Caller, parent: u64, name: &OsStr, target: &OsStr) -> FsResult<Attr> {
+    pub async fn symlink(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        target: &OsStr,
+    ) -> FsResult<Attr> {
         if target.len() > 4095 {
             return Err(errno(libc::ENAMETOOLONG));
         }
-        self.create_node(caller, parent, name, 0o777, NewNode::Symlink(target.as_bytes()))
-            .await
+        self.create_node(
+            caller,
+            parent,
+            name,
+            0o777,
+            NewNode::Symlink(target.as_bytes()),
+        )
+        .await
     }
 
     /// The target of symlink `ino`.
@@ -231,7 +270,8 @@ impl Filesystem {
             .db
             .call(move |c| {
                 writable_dir(c, parent)?;
-                let (entry_id, ino) = entry(c, parent, &name)?.ok_or_else(|| errno(libc::ENOENT))?;
+                let (entry_id, ino) =
+                    entry(c, parent, &name)?.ok_or_else(|| errno(libc::ENOENT))?;
                 let child = inode::get(c, ino)?;
                 if child.locked {
                     return Err(errno(libc::EPERM));
@@ -243,7 +283,8 @@ impl Filesystem {
                     _ => {}
                 }
                 let now = Timestamp::now();
-                c.prepare_cached("DELETE FROM contents WHERE id = ?1")?.execute([entry_id])?;
+                c.prepare_cached("DELETE FROM contents WHERE id = ?1")?
+                    .execute([entry_id])?;
                 let nlink = if want_dir {
                     inode::add_links(c, ino, -i64::from(child.nlink), now)?
                 } else {
@@ -346,7 +387,12 @@ impl Filesystem {
 
     /// Like [`Filesystem::readdir`] with attributes; counts one kernel reference to each
     /// entry other than `.` and `..` (the adapter forgets those it could not send).
-    pub async fn readdirplus(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<(DirEntry, Attr)>> {
+    pub async fn readdirplus(
+        &self,
+        ino: u64,
+        offset: u64,
+        max: usize,
+    ) -> FsResult<Vec<(DirEntry, Attr)>> {
         let list = self.list_dir(ino, offset, max).await?;
         for (e, _) in &list {
             if e.name != "." && e.name != ".." {
@@ -372,7 +418,11 @@ impl Filesystem {
                 let mut stmt = c.prepare_cached(&format!(
                     "SELECT c.id, c.name, {} FROM contents c JOIN inodes i ON i.id = c.inode
                      WHERE c.parent = ?1 AND c.id > ?2 ORDER BY c.id LIMIT ?3",
-                    INODE_COLUMNS.split(", ").map(|col| format!("i.{col}")).collect::<Vec<_>>().join(", ")
+                    INODE_COLUMNS
+                        .split(", ")
+                        .map(|col| format!("i.{col}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))?;
                 let remaining = max.saturating_sub(out.len()) as i64;
                 let rows = stmt.query_map(params![ino, after, remaining], |r| {
@@ -432,7 +482,9 @@ fn rename_in_db(
         if dst_node.locked {
             return Err(errno(libc::EPERM));
         }
-        if src.is_dir() && is_ancestor(c, src_ino, new_parent)? || dst_node.is_dir() && is_ancestor(c, dst_ino, parent)? {
+        if src.is_dir() && is_ancestor(c, src_ino, new_parent)?
+            || dst_node.is_dir() && is_ancestor(c, dst_ino, parent)?
+        {
             return Err(errno(libc::EINVAL));
         }
         c.prepare_cached("UPDATE contents SET inode = ?2 WHERE id = ?1")?
@@ -443,7 +495,12 @@ fn rename_in_db(
         if parent != new_parent {
             inode::touch_dir(c, parent, now, -delta)?;
         }
-        inode::touch_dir(c, new_parent, now, if parent != new_parent { delta } else { 0 })?;
+        inode::touch_dir(
+            c,
+            new_parent,
+            now,
+            if parent != new_parent { delta } else { 0 },
+        )?;
         inode::add_links(c, src_ino, 0, now)?;
         inode::add_links(c, dst_ino, 0, now)?;
         return Ok(None);
@@ -469,8 +526,13 @@ fn rename_in_db(
             (true, true) if has_children(c, dst_ino)? => return Err(errno(libc::ENOTEMPTY)),
             _ => {}
         }
-        c.prepare_cached("DELETE FROM contents WHERE id = ?1")?.execute([dst_entry])?;
-        let lost = if dst_node.is_dir() { -i64::from(dst_node.nlink) } else { -1 };
+        c.prepare_cached("DELETE FROM contents WHERE id = ?1")?
+            .execute([dst_entry])?;
+        let lost = if dst_node.is_dir() {
+            -i64::from(dst_node.nlink)
+        } else {
+            -1
+        };
         if inode::add_links(c, dst_ino, lost, now)? == 0 {
             replaced = Some(dst_ino);
         }

@@ -16,7 +16,14 @@ const XATTR_SIZE_MAX: usize = 65536;
 
 impl Filesystem {
     /// Sets attribute `name` of `ino` (on the control file: runs a command).
-    pub async fn setxattr(&self, caller: Caller, ino: u64, name: &OsStr, value: &[u8], mode: XattrMode) -> FsResult<()> {
+    pub async fn setxattr(
+        &self,
+        caller: Caller,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        mode: XattrMode,
+    ) -> FsResult<()> {
         if ino == CTRL_INODE {
             return self.ctrl_command(caller, name.as_bytes(), value).await;
         }
@@ -82,7 +89,9 @@ impl Filesystem {
         self.db
             .call(move |c| {
                 inode::get(c, ino)?;
-                let mut stmt = c.prepare_cached("SELECT name FROM ext_attributes WHERE inode = ?1 ORDER BY name")?;
+                let mut stmt = c.prepare_cached(
+                    "SELECT name FROM ext_attributes WHERE inode = ?1 ORDER BY name",
+                )?;
                 let mut out = Vec::new();
                 for name in stmt.query_map([ino], |r| r.get::<_, Vec<u8>>(0))? {
                     out.extend(name?);

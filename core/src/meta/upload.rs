@@ -63,7 +63,8 @@ fn snapshot_path(db: &Path) -> PathBuf {
 pub(crate) async fn load_manifest(store: &dyn ObjectStore, generation: u64) -> FsResult<Manifest> {
     let object = store.get(&manifest_name(generation)).await?;
     let json = format::decode(&object)?;
-    serde_json::from_slice(&json).map_err(|e| FsError::Inconsistent(format!("manifest {generation}: {e}")))
+    serde_json::from_slice(&json)
+        .map_err(|e| FsError::Inconsistent(format!("manifest {generation}: {e}")))
 }
 
 /// Uploads a snapshot of `db` as `generation`, reusing the unchanged chunks of `previous`.
@@ -77,7 +78,11 @@ pub(crate) async fn upload(
     let target = snapshot.clone();
     db.call_alone(move |conn| {
         let _ = std::fs::remove_file(&target);
-        conn.backup(rusqlite::MAIN_DB, &target, None::<fn(rusqlite::backup::Progress)>)?;
+        conn.backup(
+            rusqlite::MAIN_DB,
+            &target,
+            None::<fn(rusqlite::backup::Progress)>,
+        )?;
         Ok(())
     })
     .await?;
@@ -111,9 +116,11 @@ pub(crate) async fn upload(
             let start = idx * CHUNK_SIZE;
             let plain = bytes[start..(start + CHUNK_SIZE).min(bytes.len())].to_vec();
             async move {
-                let object = tokio::task::spawn_blocking(move || format::encode(&plain, Compression::Zstd(3)))
-                    .await
-                    .map_err(|e| FsError::Inconsistent(e.to_string()))?;
+                let object = tokio::task::spawn_blocking(move || {
+                    format::encode(&plain, Compression::Zstd(3))
+                })
+                .await
+                .map_err(|e| FsError::Inconsistent(e.to_string()))?;
                 let len = object.len() as u64;
                 store.put(&name, Bytes::from(object)).await?;
                 Ok::<u64, FsError>(len)
@@ -126,7 +133,10 @@ pub(crate) async fn upload(
     let manifest = Manifest { generation, chunks };
     let json = serde_json::to_vec(&manifest).map_err(|e| FsError::Inconsistent(e.to_string()))?;
     store
-        .put(&manifest_name(generation), Bytes::from(format::encode(&json, Compression::Zstd(3))))
+        .put(
+            &manifest_name(generation),
+            Bytes::from(format::encode(&json, Compression::Zstd(3))),
+        )
         .await?;
     let report = UploadReport {
         db_bytes: bytes.len() as u64,
@@ -136,14 +146,21 @@ pub(crate) async fn upload(
 }
 
 /// Downloads generation `generation` into a new database file at `db_path`.
-pub(crate) async fn download(store: &dyn ObjectStore, generation: u64, db_path: &Path) -> FsResult<()> {
+pub(crate) async fn download(
+    store: &dyn ObjectStore,
+    generation: u64,
+    db_path: &Path,
+) -> FsResult<()> {
     let manifest = load_manifest(store, generation).await?;
     let chunks: Vec<Vec<u8>> = futures::stream::iter(manifest.chunks.iter())
         .map(|c| async move {
             let object = store.get(&c.object).await?;
             let plain = format::decode(&object)?;
             if hex::encode(Sha256::digest(&plain)) != c.sha256 {
-                return Err(FsError::Inconsistent(format!("metadata chunk {} does not match its checksum", c.object)));
+                return Err(FsError::Inconsistent(format!(
+                    "metadata chunk {} does not match its checksum",
+                    c.object
+                )));
             }
             Ok(plain)
         })

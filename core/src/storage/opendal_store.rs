@@ -94,7 +94,12 @@ impl ObjectStore for OpendalStore {
         Box::pin(async move {
             match self.op.write_with(&name, data).if_not_exists(true).await {
                 Ok(_) => Ok(true),
-                Err(e) if matches!(e.kind(), ErrorKind::ConditionNotMatch | ErrorKind::AlreadyExists) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConditionNotMatch | ErrorKind::AlreadyExists
+                    ) =>
+                {
                     Ok(false)
                 }
                 Err(e) => Err(map_err(&name, e)),

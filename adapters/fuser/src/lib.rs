@@ -1,0 +1,90 @@
+//! Binds `s3ql_core::Filesystem` to the kernel through the `fuser` crate (Linux `/dev/fuse`,
+//! FreeBSD fusefs). The adapter only converts requests into core calls and core results
+//! into replies; all filesystem behaviour lives in `s3ql-core`.
+
+mod convert;
+mod dir;
+mod fuse_fs;
+mod inflight;
+mod options;
+mod respond;
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use fuser::{Notifier, Session};
+use tokio::runtime::Handle;
+
+use crate::fuse_fs::FuseFs;
+use crate::inflight::InFlight;
+
+/// How to mount: the options of `mount.s3ql` that reach the kernel mount.
+#[derive(Debug, Clone, Default)]
+pub struct MountConfig {
+    /// Source shown in mtab and `df` (`fsname=`), usually the storage URL.
+    pub fs_name: String,
+    /// Let every user access the mount (`allow_other`; needs `user_allow_other` for non-root).
+    pub allow_other: bool,
+    /// Let root access the mount besides its owner (ignored when `allow_other` is set).
+    pub allow_root: bool,
+    /// Mount read-only (`ro`).
+    pub read_only: bool,
+    /// Further `-o` words, e.g. `noatime`, `nosuid`, `nodev`, `dev`, `suid`. Words fuser
+    /// knows become its typed options (and so mount(2) flags); others pass through verbatim.
+    pub extra_options: Vec<String>,
+    /// Number of request threads (at least 1; always 1 outside Linux).
+    pub threads: usize,
+}
+
+/// A live mount. Dropping it leaves the mount and its request threads running.
+#[derive(Debug)]
+pub struct Mounted {
+    session: JoinHandle<io::Result<()>>,
+    inflight: Arc<InFlight>,
+    notifier: Notifier,
+}
+
+/// Mounts `fs` at `mountpoint`; returns once the kernel mount is in place and the FUSE
+/// handshake is done. Core calls run on `runtime`. Always sets `default_permissions`,
+/// `fsname` and `subtype=s3ql`. Blocks the calling thread, so call it outside async code.
+pub fn mount(
+    fs: Arc<s3ql_core::Filesystem>,
+    runtime: Handle,
+    mountpoint: &Path,
+    config: &MountConfig,
+) -> io::Result<Mounted> {
+    let inflight = Arc::new(InFlight::default());
+    let adapter = FuseFs::new(fs, runtime, Arc::clone(&inflight));
+    let session = Session::new(adapter, mountpoint, &options::fuser_config(config))?;
+    let notifier = session.notifier();
+    let session = std::thread::Builder::new()
+        .name("s3ql-fuse".to_owned())
+        .spawn(move || session.run())?;
+    Ok(Mounted {
+        session,
+        inflight,
+        notifier,
+    })
+}
+
+impl Mounted {
+    /// Blocks until the filesystem is unmounted (by fusermount -u / umount) and all request
+    /// threads ended, then until every core call started for a request has returned. Only
+    /// then may the caller run `Filesystem::unmount`. Returns the session's error, if any.
+    pub fn wait(self) -> io::Result<()> {
+        let result = self
+            .session
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("FUSE session thread panicked")));
+        self.inflight.wait_idle();
+        result
+    }
+
+    /// A handle to invalidate the kernel's entry and inode caches (for changes made behind
+    /// the kernel's back, such as s3qlrm). Stays usable while the mount is live.
+    pub fn notifier(&self) -> Notifier {
+        self.notifier.clone()
+    }
+}

@@ -1,0 +1,55 @@
+//! Sending core results as fuser replies.
+
+use std::time::Duration;
+
+use fuser::{Errno, Generation, ReplyAttr, ReplyEmpty, ReplyEntry, ReplyXattr};
+use s3ql_core::{Attr, FsResult};
+
+use crate::convert::{errno, file_attr};
+
+/// Generation number of every inode. The kernel only uses generations for NFS export,
+/// which this adapter does not offer.
+pub(crate) const GENERATION: Generation = Generation(0);
+
+/// Replies with an entry (valid for `ttl`) or the error's errno.
+pub(crate) fn entry(reply: ReplyEntry, ttl: Duration, res: FsResult<Attr>) {
+    match res {
+        Ok(attr) => reply.entry(&ttl, &file_attr(&attr), GENERATION),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Replies with attributes (valid for `ttl`) or the error's errno.
+pub(crate) fn attr(reply: ReplyAttr, ttl: Duration, res: FsResult<Attr>) {
+    match res {
+        Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Replies ok or with the error's errno.
+pub(crate) fn empty(reply: ReplyEmpty, res: FsResult<()>) {
+    match res {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Replies to getxattr/listxattr following the size protocol: `size == 0` asks for the
+/// length, a value longer than `size` is `ERANGE`, otherwise the value itself.
+pub(crate) fn xattr(reply: ReplyXattr, size: u32, res: FsResult<Vec<u8>>) {
+    let value = match res {
+        Ok(value) => value,
+        Err(e) => return reply.error(errno(&e)),
+    };
+    if size == 0 {
+        match u32::try_from(value.len()) {
+            Ok(len) => reply.size(len),
+            Err(_) => reply.error(Errno::E2BIG),
+        }
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(&value);
+    }
+}
