@@ -211,7 +211,7 @@ impl Filesystem {
             .call(move |c| crate::blocks::remove_blocks_from(c, ino, first_gone))
             .await?;
         self.cache.delete_objects(dead);
-        if size % bs != 0 {
+        if !size.is_multiple_of(bs) {
             self.cache.truncate(ino, size / bs, size % bs).await?;
         }
         Ok(())

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The project's test command (README quick start, second command; .ci/run runs it too):
+#
+#   ci/test.sh
+#
+# 1. cargo fmt --all --check
+# 2. cargo clippy --workspace --all-targets -- -D warnings
+# 3. cargo build --workspace --bins          (the integration tests drive these binaries)
+# 4. cargo test --workspace --no-fail-fast   (unit, property and real-mount tests)
+# 5. tests/pjdfstest.sh                      (POSIX conformance over a real mount)
+#
+# Every step runs even if an earlier one failed (except after a failed build), and the
+# script exits non-zero if any failed. The real-mount steps need root and /dev/fuse: without
+# them they are skipped with a message, unless CI=true, where a skip is a failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ -z "${CARGO:-}" ] && ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null || { echo "ci/test.sh: cargo not found (install Rust >= 1.85)" >&2; exit 1; }
+
+can_mount=1
+why_not=""
+if [ "$(id -u)" != 0 ]; then can_mount=0; why_not="not root"; fi
+if [ ! -c /dev/fuse ]; then can_mount=0; why_not="${why_not:+$why_not, }no /dev/fuse"; fi
+if [ "${CI:-}" = true ]; then
+    # In CI, real-mount tests must run, never be skipped.
+    export S3QL_TESTS_REQUIRE_FUSE=1
+fi
+
+failed=()
+results=()
+step() {
+    local name=$1; shift
+    echo
+    echo "=== $name: $* ==="
+    local start rc
+    start=$(date +%s)
+    set +e
+    "$@"
+    rc=$?
+    set -e
+    local secs=$(( $(date +%s) - start ))
+    if [ "$rc" = 0 ]; then
+        results+=("ok      $name (${secs} s)")
+    else
+        results+=("FAILED  $name (exit $rc, ${secs} s)")
+        failed+=("$name")
+    fi
+    return 0
+}
+
+run_tests() {
+    local log
+    log=$(mktemp /tmp/s3ql-cargo-test.XXXXXX)
+    set +e
+    timeout 2700 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    set -e
+    echo
+    echo "--- cargo test summary ---"
+    grep -E '^\s+Running |^\s+Doc-tests |^test result:|^(SKIPPED|MEASURED|WATCHDOG) |panicked at' "$log" || true
+    rm -f "$log"
+    return "$rc"
+}
+
+step fmt cargo fmt --all --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step build cargo build --workspace --bins
+if [[ " ${failed[*]} " == *" build "* ]]; then
+    printf '%s\n' "" "=== results ===" "${results[@]}"
+    exit 1
+fi
+step test run_tests
+if [ "$can_mount" = 1 ]; then
+    step pjdfstest tests/pjdfstest.sh
+elif [ "${CI:-}" = true ]; then
+    echo "ci/test.sh: pjdfstest cannot run ($why_not) and CI=true" >&2
+    results+=("FAILED  pjdfstest (cannot run: $why_not)")
+    failed+=(pjdfstest)
+else
+    echo
+    echo "SKIPPED pjdfstest: $why_not"
+    results+=("skipped pjdfstest ($why_not)")
+fi
+
+printf '%s\n' "" "=== results ===" "${results[@]}"
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "ci/test.sh: FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "ci/test.sh: all steps passed"

@@ -1,0 +1,513 @@
+//! `mount.s3ql`: mount a filesystem, as a daemon unless `--fg`/`--systemd`.
+//!
+//! Order of work: parse and check everything that can be checked without threads (options,
+//! storage URL, authinfo2, cache directory, mount point, /proc/mounts, log file), fork into
+//! the daemon (DESIGN.md §8: before any thread exists), then in the daemon build the tokio
+//! runtime, open the store, `Filesystem::mount`, mount through FUSE, report success to the
+//! waiting parent, serve until the kernel unmounts, and run `Filesystem::unmount`.
+//!
+//! Signals: SIGINT and SIGTERM are logged and answered by unmounting the mount point
+//! (`fusermount3 -u`); the session then ends and the normal unmount runs (data and metadata
+//! are uploaded). If the mount point is busy, the signal is logged and the mount stays up.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use s3ql_core::{Filesystem, MountOptions};
+
+use crate::daemon::{self, ResultPipe};
+use crate::exit::{self, code, fail};
+use crate::logging::{self, LogTarget};
+use crate::mount_opts::rewrite_mount_args;
+use crate::options::{self, LogArgs, Resolved, StorageArgs};
+use crate::{backend, fusermount, mounts, paths};
+
+const LONG_ABOUT: &str = "\
+Mount the S3QL filesystem at STORAGE_URL on MOUNTPOINT.
+
+Unless --fg or --systemd is given, mount.s3ql becomes a daemon and returns once the filesystem
+is mounted (or with the daemon's error). Unmount with umount.s3ql, which waits until all data
+has been uploaded. SIGINT or SIGTERM to the daemon unmounts the filesystem cleanly.
+
+The mount(8) form is accepted too, for `mount -t s3ql` and /etc/fstab:
+  mount.s3ql STORAGE_URL MOUNTPOINT -o opt,opt=value,...
+where `opt` means --opt and `opt=value` means --opt value (`_` may be used for `-`). The words
+rw, defaults, auto, noauto, user, nouser, users, owner, group, _netdev, nofail, nobootwait,
+mand, nomand, diratime, nodiratime, relatime, norelatime and strictatime are ignored; the
+kernel flags dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async and dirsync are
+passed to the FUSE mount; ro is refused (exit 35).
+
+Storage URLs: local://PATH. The s3, s3c, gs, swift and sftp backends are not supported yet.";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success: the filesystem is mounted
+  1   failure (see the message and the log file)
+  2   usage error: bad option, storage URL, compression, authinfo2 key or value
+  3   unknown backend option
+  10  the log file cannot be created or written
+  12  the authinfo2 file is readable by group or others
+  16  the storage location does not exist
+  18  there is no s3ql filesystem at the storage URL
+  30  the filesystem was not unmounted cleanly: run fsck.s3ql
+  31  the filesystem is mounted elsewhere (or was not unmounted cleanly)
+  32  the filesystem revision is too old: run s3qladm upgrade
+  33  the filesystem revision is too new for this version
+  35  read-only mounting (-o ro) was requested
+  36  the mount point does not exist
+  39  the FUSE mount failed
+  40  the filesystem is already mounted on this machine
+  45  the cache directory cannot be created or used";
+
+/// Upper bound of the automatic cache size.
+const AUTO_CACHE_MAX: u64 = 10 * 1024 * 1024 * 1024;
+/// Lower bound of the automatic cache size.
+const AUTO_CACHE_MIN: u64 = 64 * 1024 * 1024;
+
+/// Command line of `mount.s3ql`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mount.s3ql",
+    version,
+    about = "Mount an S3QL filesystem",
+    long_about = LONG_ABOUT,
+    after_long_help = EXIT_CODES
+)]
+pub struct MountArgs {
+    /// Storage URL of the filesystem, e.g. local:///srv/s3ql
+    #[arg(value_name = "STORAGE_URL")]
+    pub storage_url: String,
+    /// Directory to mount the filesystem on
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// Cache size in KiB [default: auto = 80% of the free space of the cache directory's
+    /// filesystem (plus what the cache already holds), at least 64 MiB, at most 10 GiB]
+    #[arg(long, value_name = "KiB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub cachesize: Option<u64>,
+    /// Maximum number of cached blocks (accepted for compatibility; the cache is bounded by
+    /// --cachesize)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_cache_entries: Option<u64>,
+    /// Compression of new data: none, zstd-1..19, lzma-0..9, bzip2-1..9, zlib-0..9
+    /// [default: authinfo2 `compress`, else zstd-3]
+    #[arg(long, value_name = "ALGO-LEVEL")]
+    pub compress: Option<String>,
+    /// Keep cached (clean) data after unmounting, for a faster next mount
+    #[arg(long)]
+    pub keep_cache: bool,
+    /// Let other users access the filesystem (file permissions are checked by the kernel;
+    /// non-root users need user_allow_other in /etc/fuse.conf)
+    #[arg(long, conflicts_with = "allow_root")]
+    pub allow_other: bool,
+    /// Like --allow-other, but only for root (besides the mounting user)
+    #[arg(long)]
+    pub allow_root: bool,
+    /// Upload a dirty block once it has not been written for this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub dirty_block_upload_delay: u64,
+    /// Stay in the foreground instead of becoming a daemon
+    #[arg(long)]
+    pub fg: bool,
+    /// Name of the mount in /proc/mounts and df [default: the canonical storage URL]
+    #[arg(long, value_name = "NAME")]
+    pub fs_name: Option<String>,
+    /// Run as a systemd service: currently the same as --fg (readiness notification to
+    /// systemd is not implemented yet: use Type=simple or Type=exec)
+    #[arg(long)]
+    pub systemd: bool,
+    /// Upload metadata at least this often, in seconds (0: only at unmount and on request)
+    #[arg(long, value_name = "SECONDS", default_value_t = 21600)]
+    pub metadata_backup_interval: u64,
+    /// Accepted for compatibility with S3QL (no effect in s3ql-rs)
+    #[arg(long)]
+    pub nfs: bool,
+    /// Log target: a file, `syslog`, or `none` (console; only with --fg or --systemd)
+    /// [default: ~/.s3ql/mount.log]
+    #[arg(long, value_name = "TARGET")]
+    pub log: Option<String>,
+    /// Options shared by the commands that take a storage URL.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Logging options.
+    #[command(flatten)]
+    pub logging: LogArgs,
+}
+
+/// Everything needed to mount, computed before forking.
+#[derive(Debug)]
+struct MountPlan {
+    resolved: Resolved,
+    mountpoint: PathBuf,
+    options: MountOptions,
+    fuse: s3ql_fuser::MountConfig,
+}
+
+/// Entry point of `mount.s3ql`.
+pub fn main() -> ! {
+    exit::run(|| {
+        let rewritten = rewrite_mount_args(std::env::args_os().collect())?;
+        let args = MountArgs::try_parse_from(&rewritten.args).unwrap_or_else(|e| e.exit());
+        run(args, rewritten.kernel_flags)
+    })
+}
+
+/// Runs `mount.s3ql` with parsed arguments and the kernel flags from `-o` lists.
+pub fn run(args: MountArgs, kernel_flags: Vec<String>) -> anyhow::Result<()> {
+    let foreground = args.fg || args.systemd;
+    let target = match &args.log {
+        Some(t) => LogTarget::parse(t),
+        None => LogTarget::File(paths::default_s3ql_dir().join("mount.log")),
+    };
+    if target == LogTarget::Console && !foreground {
+        return Err(fail(
+            code::USAGE,
+            "--log none is only allowed with --fg or --systemd",
+        ));
+    }
+    logging::init(&target, &args.logging, "mount.s3ql")?;
+    let plan = prepare(&args, kernel_flags)?;
+
+    if foreground {
+        if args.systemd {
+            tracing::info!("--systemd: running in the foreground (systemd readiness notification is not implemented yet)");
+        }
+        return serve(plan, None);
+    }
+    let pipe = daemon::daemonize(&plan.resolved.cachedir)?;
+    serve(plan, Some(pipe))
+}
+
+/// Checks the options and the environment and computes the mount settings.
+fn prepare(args: &MountArgs, kernel_flags: Vec<String>) -> anyhow::Result<MountPlan> {
+    let resolved = options::resolve(&args.storage_url, &args.storage)?;
+    // SQLite puts its temporary files here (as S3QL does). Still single-threaded here.
+    std::env::set_var("SQLITE_TMPDIR", &resolved.cachedir);
+    let compression = resolved.compression(args.compress.as_deref())?;
+
+    let mountpoint = options::absolute(&args.mountpoint)?;
+    match std::fs::metadata(&mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(fail(
+                code::NO_MOUNTPOINT,
+                format!("mount point {} is not a directory", mountpoint.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(fail(
+                code::NO_MOUNTPOINT,
+                format!("mount point {} does not exist", mountpoint.display()),
+            ))
+        }
+        Err(e) => {
+            return Err(fail(
+                code::NO_MOUNTPOINT,
+                format!("cannot access mount point {}: {e}", mountpoint.display()),
+            ))
+        }
+    }
+    let table = mounts::read_mounts()
+        .map_err(|e| fail(code::GENERIC, format!("cannot read /proc/mounts: {e}")))?;
+    if let Some(m) = mounts::find_by_source(&table, &resolved.canonical_url) {
+        return Err(fail(
+            code::ALREADY_MOUNTED,
+            format!(
+                "{} is already mounted at {}",
+                resolved.canonical_url,
+                m.mountpoint.display()
+            ),
+        ));
+    }
+
+    let cache_size = match args.cachesize {
+        Some(kib) => kib.saturating_mul(1024),
+        None => auto_cache_size(&resolved.cachedir, &resolved.cache_path),
+    };
+    if let Some(n) = args.max_cache_entries {
+        tracing::debug!("--max-cache-entries {n} accepted; the cache is bounded by its size");
+    }
+    if args.nfs {
+        tracing::debug!("--nfs has no effect");
+    }
+    raise_fd_limit();
+
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let options = MountOptions {
+        cache_path: resolved.cache_path.clone(),
+        cache_size,
+        compression,
+        dirty_block_upload_delay: Duration::from_secs(args.dirty_block_upload_delay),
+        metadata_backup_interval: Duration::from_secs(args.metadata_backup_interval),
+        max_connections: resolved.max_connections,
+        keep_cache: args.keep_cache,
+        owner_uid: uid,
+        owner_gid: gid,
+    };
+    let fuse = s3ql_fuser::MountConfig {
+        fs_name: args
+            .fs_name
+            .clone()
+            .unwrap_or_else(|| resolved.canonical_url.clone()),
+        allow_other: args.allow_other,
+        allow_root: args.allow_root,
+        read_only: false,
+        extra_options: kernel_flags,
+        threads: fuse_threads(),
+    };
+    Ok(MountPlan {
+        resolved,
+        mountpoint,
+        options,
+        fuse,
+    })
+}
+
+/// Runs the mount (in the daemon when `pipe` is given): an error before the mount is ready
+/// is sent to the waiting parent and ends the daemon.
+fn serve(plan: MountPlan, mut pipe: Option<ResultPipe>) -> anyhow::Result<()> {
+    let result = serve_inner(plan, &mut pipe);
+    if let (Err(err), Some(pipe)) = (&result, pipe.take()) {
+        let (code, message) = exit::describe(err);
+        tracing::error!(target: logging::FILE_ONLY_TARGET, "{message} (exit code {code})");
+        pipe.failure(code, &message);
+        std::process::exit(code);
+    }
+    result
+}
+
+fn serve_inner(plan: MountPlan, pipe: &mut Option<ResultPipe>) -> anyhow::Result<()> {
+    let MountPlan {
+        resolved,
+        mountpoint,
+        options,
+        fuse,
+    } = plan;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(resolved.max_threads)
+        .thread_name("s3ql-worker")
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            fail(
+                code::GENERIC,
+                format!("cannot start the async runtime: {e}"),
+            )
+        })?;
+
+    let store = backend::open_store(&resolved.url)?;
+    tracing::info!(
+        "Mounting {} at {}",
+        resolved.canonical_url,
+        mountpoint.display()
+    );
+    let fs: Arc<Filesystem> = runtime.block_on(Filesystem::mount(store, options))?;
+
+    let mounted = match s3ql_fuser::mount(
+        Arc::clone(&fs),
+        runtime.handle().clone(),
+        &mountpoint,
+        &fuse,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            if let Err(u) = runtime.block_on(fs.unmount()) {
+                tracing::error!(
+                    "closing the filesystem after the failed FUSE mount failed too: {u}"
+                );
+            }
+            return Err(fail(
+                code::FUSE_MOUNT_FAILED,
+                format!("FUSE mount at {} failed: {e}", mountpoint.display()),
+            ));
+        }
+    };
+    tracing::info!("Filesystem mounted at {}", mountpoint.display());
+
+    if let Some(pipe) = pipe.take() {
+        if let Err(e) = daemon::detach_stdio() {
+            tracing::warn!("cannot redirect standard input/output to /dev/null: {e}");
+        }
+        pipe.success();
+    }
+
+    runtime.spawn(unmount_on_signal(mountpoint.clone()));
+    if let Err(e) = mounted.wait() {
+        tracing::warn!("the FUSE session ended with an error: {e}");
+    }
+    tracing::info!("Unmounting: uploading data and metadata");
+    let result = runtime.block_on(fs.unmount());
+    drop(fs);
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    match result {
+        Ok(()) => {
+            tracing::info!("Filesystem unmounted cleanly.");
+            Ok(())
+        }
+        Err(e) => Err(fail(
+            code::GENERIC,
+            format!("unmounting failed: {e}; the cache directory was left as it is, run fsck.s3ql"),
+        )),
+    }
+}
+
+/// On SIGINT or SIGTERM: log it and ask the kernel to unmount, which ends the FUSE session.
+async fn unmount_on_signal(mountpoint: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return;
+        }
+    };
+    loop {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::warn!("received {name}: unmounting {}", mountpoint.display());
+        let mp = mountpoint.clone();
+        match tokio::task::spawn_blocking(move || fusermount::kernel_unmount(&mp, false)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("cannot unmount {}: {e}", mountpoint.display()),
+            Err(e) => tracing::error!("unmount task failed: {e}"),
+        }
+    }
+}
+
+/// The automatic cache size (bytes): 80% of the free space of the cache directory's
+/// filesystem plus what this filesystem's cache already holds, within
+/// [`AUTO_CACHE_MIN`]..=[`AUTO_CACHE_MAX`].
+fn auto_cache_size(cachedir: &Path, cache_path: &Path) -> u64 {
+    let free = free_space(cachedir).unwrap_or(AUTO_CACHE_MAX);
+    let mut cache_dir = cache_path.as_os_str().to_owned();
+    cache_dir.push("-cache");
+    let used = dir_size(Path::new(&cache_dir), 3);
+    (free.saturating_add(used) / 10 * 8).clamp(AUTO_CACHE_MIN, AUTO_CACHE_MAX)
+}
+
+/// Bytes available to unprivileged users on the filesystem of `dir`.
+fn free_space(dir: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: `c` is a valid path; `st` is plain old data that statvfs fills in.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        st
+    };
+    // The field types differ between platforms (u64 on 64-bit Linux, u32 elsewhere).
+    #[allow(clippy::useless_conversion)]
+    let (avail, frsize) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+    Some(avail.saturating_mul(frsize))
+}
+
+/// Total size of the regular files below `dir`, descending at most `depth` levels.
+fn dir_size(dir: &Path, depth: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_file() => m.len(),
+            Ok(m) if m.is_dir() && depth > 0 => dir_size(&e.path(), depth - 1),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// FUSE request threads: they only hand requests to the runtime, so a few suffice.
+fn fuse_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(2, 4)
+}
+
+/// Raises the soft limit of open files to the hard limit (cache files, connections).
+fn raise_fd_limit() {
+    // SAFETY: `lim` is plain old data that getrlimit fills in and setrlimit reads.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!(
+                    "cannot raise the open file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::ffi::OsString;
+
+    /// The arguments as `mount.s3ql` sees them after `-o` expansion.
+    fn parse_for_test(args: &[&str]) -> Result<(MountArgs, Vec<String>), String> {
+        let argv: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let r = rewrite_mount_args(argv).map_err(|e| e.to_string())?;
+        let a = MountArgs::try_parse_from(&r.args).map_err(|e| e.to_string())?;
+        Ok((a, r.kernel_flags))
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        MountArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let (a, flags) = parse_for_test(&["mount.s3ql", "local:///b", "/mnt"]).expect("parses");
+        assert_eq!(a.dirty_block_upload_delay, 10);
+        assert_eq!(a.metadata_backup_interval, 21600);
+        assert!(!a.fg && !a.keep_cache && !a.allow_other && a.cachesize.is_none());
+        assert!(flags.is_empty());
+    }
+
+    #[test]
+    fn mount8_form() {
+        let (a, flags) = parse_for_test(&[
+            "mount.s3ql",
+            "local:///b",
+            "/mnt",
+            "-o",
+            "rw,noatime,allow_other,cachesize=2048,fg,compress=zlib-1",
+        ])
+        .expect("parses");
+        assert!(a.allow_other && a.fg);
+        assert_eq!(a.cachesize, Some(2048));
+        assert_eq!(a.compress.as_deref(), Some("zlib-1"));
+        assert_eq!(flags, ["noatime"]);
+    }
+
+    #[test]
+    fn allow_other_and_allow_root_conflict() {
+        let e = parse_for_test(&["mount.s3ql", "--allow-other", "--allow-root", "u", "m"])
+            .expect_err("conflict");
+        assert!(e.contains("cannot be used with"), "{e}");
+    }
+
+    #[test]
+    fn auto_cache_size_is_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let size = auto_cache_size(dir.path(), &dir.path().join("x"));
+        assert!((AUTO_CACHE_MIN..=AUTO_CACHE_MAX).contains(&size));
+        let cache = dir.path().join("x-cache/sub");
+        std::fs::create_dir_all(&cache).expect("mkdir");
+        std::fs::write(cache.join("1-0"), vec![0u8; 4096]).expect("write");
+        assert_eq!(dir_size(&dir.path().join("x-cache"), 3), 4096);
+    }
+}

@@ -1,0 +1,245 @@
+//! `umount.s3ql`: unmount a filesystem after all its data is in the backend.
+//!
+//! Steps: check that MOUNTPOINT is an s3ql mount; `syncfs` it (the kernel's dirty pages
+//! reach the daemon); `setxattr(ctrl, "s3ql_flushcache!")` (returns when every dirty block
+//! is uploaded); get the daemon's pid (`getxattr(ctrl, "s3ql_pid?")`); unmount through
+//! `fusermount3 -u` (or `fusermount -u`, or `umount` as root); then wait until the daemon,
+//! which now uploads the metadata, has exited. Prints nothing on success.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::exit::{self, code, fail};
+use crate::logging::{self, LogTarget};
+use crate::mounts::{self, MountEntry, S3QL_FSTYPE};
+use crate::options::{self, LogArgs};
+use crate::{ctrl, fusermount};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success: the filesystem is unmounted and the daemon has uploaded everything and exited
+  1   flushing the cache failed (nothing was unmounted; the data stays in the cache), or the
+      daemon's pid could not be read
+  2   usage error, MOUNTPOINT is not an s3ql mount point, or the unmount itself failed
+      (e.g. the filesystem is busy: see fuser -m MOUNTPOINT)
+  10  the log file cannot be created or written";
+
+/// Command line of `umount.s3ql`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "umount.s3ql",
+    version,
+    about = "Unmount an S3QL filesystem",
+    long_about = "Unmount the S3QL filesystem mounted at MOUNTPOINT.\n\n\
+        Waits until all cached data has been uploaded, unmounts, and waits until the mount \
+        daemon has uploaded the metadata and exited. With --lazy, only detaches the mount \
+        point and returns at once; the daemon finishes when the filesystem is no longer busy.",
+    after_long_help = EXIT_CODES
+)]
+pub struct UmountArgs {
+    /// Mount point of the filesystem
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// Lazy unmount: detach now, even if busy, and do not wait for the upload
+    #[arg(short = 'z', long)]
+    pub lazy: bool,
+    /// Log target: a file, `syslog`, or `none` (console)
+    #[arg(long, value_name = "TARGET", default_value = "none")]
+    pub log: String,
+    /// Logging options.
+    #[command(flatten)]
+    pub logging: LogArgs,
+}
+
+/// Entry point of `umount.s3ql`.
+pub fn main() -> ! {
+    exit::run(|| run(UmountArgs::parse()))
+}
+
+/// Runs `umount.s3ql` with parsed arguments.
+pub fn run(args: UmountArgs) -> anyhow::Result<()> {
+    logging::init(&LogTarget::parse(&args.log), &args.logging, "umount.s3ql")?;
+    let table = mounts::read_mounts()
+        .map_err(|e| fail(code::GENERIC, format!("cannot read /proc/mounts: {e}")))?;
+    let (mountpoint, entry) = find_mount(&table, &args.mountpoint)?;
+    if !is_s3ql(&entry, &mountpoint) {
+        return Err(fail(
+            code::USAGE,
+            format!(
+                "{} is not an s3ql filesystem (type {})",
+                mountpoint.display(),
+                entry.fstype
+            ),
+        ));
+    }
+
+    if args.lazy {
+        tracing::debug!("lazy unmount of {}", mountpoint.display());
+        return fusermount::kernel_unmount(&mountpoint, true).map_err(|e| {
+            fail(
+                code::USAGE,
+                format!("cannot unmount {}: {e}", mountpoint.display()),
+            )
+        });
+    }
+
+    sync_filesystem(&mountpoint);
+    tracing::debug!("flushing the cache of {}", mountpoint.display());
+    ctrl::set(&ctrl::ctrl_path(&mountpoint), "s3ql_flushcache!", b"").map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::ENOTCONN) {
+            "the mount daemon is gone; remove the dead mount with umount.s3ql --lazy, then run fsck.s3ql"
+        } else {
+            "see the mount log"
+        };
+        fail(
+            code::GENERIC,
+            format!("flushing the cache of {} failed: {e}; nothing was unmounted ({hint})", mountpoint.display()),
+        )
+    })?;
+    let pid = ctrl::daemon_pid(&mountpoint).map_err(|e| {
+        fail(
+            code::GENERIC,
+            format!(
+                "cannot get the daemon's pid from {}: {e}",
+                mountpoint.display()
+            ),
+        )
+    })?;
+    let cmdline = process_cmdline(pid);
+    tracing::debug!("unmounting {} (daemon pid {pid})", mountpoint.display());
+    fusermount::kernel_unmount(&mountpoint, false).map_err(|e| {
+        fail(
+            code::USAGE,
+            format!("cannot unmount {}: {e}", mountpoint.display()),
+        )
+    })?;
+
+    tracing::debug!("waiting for the daemon (pid {pid}) to exit");
+    while process_alive(pid, cmdline.as_deref()) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Finds the mount at `arg` in `table`: first with the lexically absolute path, then with
+/// the symlinks of its parent resolved (the mount point itself is never stat()ed, so a hung
+/// daemon cannot block this).
+fn find_mount(table: &[MountEntry], arg: &Path) -> anyhow::Result<(PathBuf, MountEntry)> {
+    let abs = options::absolute(arg)?;
+    let mut candidates = vec![normalize(&abs)];
+    if let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) {
+        if let Ok(p) = std::fs::canonicalize(parent) {
+            candidates.push(p.join(name));
+        }
+    }
+    for c in candidates {
+        if let Some(e) = mounts::find_by_mountpoint(table, &c) {
+            return Ok((c, e.clone()));
+        }
+    }
+    Err(fail(
+        code::USAGE,
+        format!("{} is not a mount point", arg.display()),
+    ))
+}
+
+/// Drops `.` components and trailing slashes (`..` is left to the canonicalized candidate).
+fn normalize(p: &Path) -> PathBuf {
+    p.components().collect()
+}
+
+/// An s3ql mount: type `fuse.s3ql`; or type `fuse` (a root mount through mount(2), where
+/// the kernel does not record the subtype) with the control file present, or whose daemon
+/// is gone (ENOTCONN: nothing can be asked, but it can still be unmounted).
+fn is_s3ql(entry: &MountEntry, mountpoint: &Path) -> bool {
+    if entry.fstype == S3QL_FSTYPE {
+        return true;
+    }
+    entry.fstype == "fuse"
+        && match std::fs::symlink_metadata(ctrl::ctrl_path(mountpoint)) {
+            Ok(_) => true,
+            Err(e) => e.raw_os_error() == Some(libc::ENOTCONN),
+        }
+}
+
+/// `syncfs` on the mount, so the kernel's cached writes reach the daemon before the flush.
+fn sync_filesystem(mountpoint: &Path) {
+    match std::fs::File::open(mountpoint) {
+        Ok(dir) => {
+            // SAFETY: `dir` is an open descriptor for the duration of the call.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                tracing::warn!(
+                    "syncfs {} failed: {}",
+                    mountpoint.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        // A dead daemon (ENOTCONN) is reported by the flush that follows.
+        Err(e) => tracing::debug!("cannot open {}: {e}", mountpoint.display()),
+    }
+}
+
+/// The command line of process `pid`, if it exists.
+fn process_cmdline(pid: libc::pid_t) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).ok()
+}
+
+/// Whether `pid` still runs the same program (a zombie or a reused pid counts as gone).
+fn process_alive(pid: libc::pid_t, cmdline: Option<&[u8]>) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        // No /proc entry: fall back to kill(pid, 0).
+        // SAFETY: signal 0 only checks for existence.
+        return unsafe { libc::kill(pid, 0) } == 0;
+    };
+    // The state follows the parenthesized command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    if matches!(state, Some('Z') | Some('X')) {
+        return false;
+    }
+    match cmdline {
+        Some(before) => process_cmdline(pid).as_deref() == Some(before),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        UmountArgs::command().debug_assert();
+        let a = UmountArgs::try_parse_from(["umount.s3ql", "-z", "/mnt"]).expect("parses");
+        assert!(a.lazy);
+        assert_eq!(a.log, "none");
+    }
+
+    #[test]
+    fn finds_mounts_and_rejects_others() {
+        let table =
+            mounts::parse_mounts("local:///b/ /mnt/x fuse.s3ql rw 0 0\n/dev/vda / ext4 rw 0 0\n");
+        let (mp, e) = find_mount(&table, Path::new("/mnt/x/")).expect("found");
+        assert_eq!(mp, PathBuf::from("/mnt/x"));
+        assert!(is_s3ql(&e, &mp));
+        let (mp, e) = find_mount(&table, Path::new("/")).expect("found");
+        assert!(!is_s3ql(&e, &mp));
+        let err = find_mount(&table, Path::new("/nonexistent/dir")).expect_err("not mounted");
+        assert_eq!(exit::describe(&err).0, 2);
+    }
+
+    #[test]
+    fn own_process_is_alive() {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let cmd = process_cmdline(me);
+        assert!(process_alive(me, cmd.as_deref()));
+        assert!(!process_alive(me, Some(b"something else")));
+    }
+}
