@@ -144,3 +144,50 @@ pub(crate) fn remove_blocks_from(
     }
     Ok(dead)
 }
+
+/// Gives each inode `new` of the temporary table `inode_map (old, new)` the blocks of
+/// inode `old`, adding one reference to a block per row that now points at it.
+pub(crate) fn copy_blocks_of_map(conn: &Connection) -> FsResult<()> {
+    conn.prepare_cached(
+        "UPDATE blocks SET refcount = refcount + d.n
+         FROM (SELECT ib.block_id AS id, COUNT(*) AS n
+               FROM temp.inode_map m JOIN inode_blocks ib ON ib.inode = m.old
+               GROUP BY ib.block_id) AS d
+         WHERE blocks.id = d.id",
+    )?
+    .execute([])?;
+    conn.prepare_cached(
+        "INSERT INTO inode_blocks (inode, blockno, block_id)
+         SELECT m.new, ib.blockno, ib.block_id
+         FROM temp.inode_map m JOIN inode_blocks ib ON ib.inode = m.old",
+    )?
+    .execute([])?;
+    Ok(())
+}
+
+/// Removes every block of the inodes in the temporary table `inode_set`, dropping one
+/// reference per row; returns the objects of the blocks that lost their last reference.
+pub(crate) fn remove_blocks_of_set(conn: &Connection) -> FsResult<Vec<u64>> {
+    conn.prepare_cached("DELETE FROM temp.block_delta")?
+        .execute([])?;
+    conn.prepare_cached(
+        "INSERT INTO temp.block_delta (id, n)
+         SELECT ib.block_id, COUNT(*) FROM temp.inode_set s JOIN inode_blocks ib ON ib.inode = s.id
+         GROUP BY ib.block_id",
+    )?
+    .execute([])?;
+    conn.prepare_cached("DELETE FROM inode_blocks WHERE inode IN (SELECT id FROM temp.inode_set)")?
+        .execute([])?;
+    conn.prepare_cached(
+        "UPDATE blocks SET refcount = refcount - d.n FROM temp.block_delta AS d WHERE blocks.id = d.id",
+    )?
+    .execute([])?;
+    let dead = conn
+        .prepare_cached(
+            "DELETE FROM blocks WHERE refcount = 0 AND id IN (SELECT id FROM temp.block_delta)
+             RETURNING obj_id",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(dead)
+}

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::blocks::{self, data_object_name};
 use crate::error::{FsError, FsResult};
-use crate::format::{self, Compression};
+use crate::format::{self, Codec, Compression};
 use crate::meta::Db;
 use crate::storage::ObjectStore;
 
@@ -33,6 +33,9 @@ struct EntryState {
     len: u64,
     dirty_since: Option<Instant>,
     generation: u64,
+    /// Newest generation whose upload is recorded in the metadata (an older upload that
+    /// finishes later must not re-point the block at its stale content).
+    recorded: u64,
     removed: bool,
 }
 
@@ -55,6 +58,8 @@ pub struct CacheConfig {
     pub max_connections: usize,
     /// Compression of new objects.
     pub compression: Compression,
+    /// Encryption of objects.
+    pub codec: Codec,
 }
 
 /// Figures of the cache, for statistics.
@@ -185,8 +190,10 @@ impl BlockCache {
             let _permit = self.transfers.acquire().await;
             self.store.get(&name).await?
         };
+        let codec = self.cfg.codec.clone();
+        let object_name = name.clone();
         let plain = tokio::task::spawn_blocking(move || -> FsResult<Vec<u8>> {
-            let plain = format::decode(&object)?;
+            let plain = codec.decode(&object_name, &object)?;
             if plain.len() as u64 != stored.size || Sha256::digest(&plain).as_slice() != stored.hash
             {
                 return Err(
@@ -334,10 +341,12 @@ impl BlockCache {
             let existing = self.db.call(move |c| blocks::block_by_hash(c, &h)).await?;
             if existing.is_none() {
                 let obj_id = self.db.call(blocks::next_object_id).await?;
-                let object =
-                    tokio::task::spawn_blocking(move || format::encode(&encoded, compression))
-                        .await
-                        .map_err(|e| FsError::Inconsistent(e.to_string()))?;
+                let codec = self.cfg.codec.clone();
+                let object = tokio::task::spawn_blocking(move || {
+                    codec.encode(&data_object_name(obj_id), &encoded, compression)
+                })
+                .await
+                .map_err(|e| FsError::Inconsistent(e.to_string()))?;
                 let stored_size = object.len() as u64;
                 let _permit = self.transfers.acquire().await;
                 self.store
@@ -349,7 +358,7 @@ impl BlockCache {
 
         let mut state = entry.state.lock().await;
         let mut dead = Vec::new();
-        if state.removed {
+        if state.removed || generation <= state.recorded {
             dead.extend(uploaded.map(|(id, _)| id));
         } else {
             dead = self
@@ -375,6 +384,7 @@ impl BlockCache {
                     Ok(dead)
                 })
                 .await?;
+            state.recorded = generation;
             if state.generation == generation {
                 state.dirty_since = None;
             }

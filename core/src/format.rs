@@ -5,11 +5,17 @@
 //! 0       6     magic "S3QLRS"
 //! 6       1     format version (1)
 //! 7       1     compression id (0 none, 1 zstd, 2 lzma, 3 bzip2, 4 zlib)
-//! 8       1     encryption id (0 none)
+//! 8       1     encryption id (0 none, 1 AES-256-GCM)
 //! 9       1     reserved, 0
-//! 10      8     plaintext length, u64 little-endian
+//! 10      8     plaintext length, u64 little-endian (0 in encrypted objects)
+//! plain objects (encryption id 0):
 //! 18      n     payload (the plaintext, compressed with the given algorithm)
-//! 18+n    32    SHA-256 of bytes 0..18+n (plain objects only)
+//! 18+n    32    SHA-256 of bytes 0..18+n
+//! encrypted objects (encryption id 1):
+//! 18      16    key seed (random); object key = HKDF-SHA256(master, seed)
+//! 34      12    nonce (random)
+//! 46      n+16  AES-256-GCM of (plaintext length u64 LE || payload), with its tag;
+//!               authenticated data: bytes 0..46 and the object's name
 //! ```
 //! `docs/FORMAT.md` is the normative description. Decoding checks everything it can and
 //! never returns bytes that do not match the header's promises.
@@ -18,7 +24,12 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::str::FromStr;
 
+use std::sync::Arc;
+
+use aes_gcm::aead::{Aead, Payload};
 use sha2::{Digest, Sha256};
+
+use crate::crypto::{nonce_array, MasterKey};
 
 const MAGIC: &[u8; 6] = b"S3QLRS";
 /// The object format version this build writes.
@@ -26,6 +37,10 @@ pub const FORMAT_VERSION: u8 = 1;
 const HEADER_LEN: usize = 18;
 const TRAILER_LEN: usize = 32;
 const ENCRYPTION_NONE: u8 = 0;
+const ENCRYPTION_AES_GCM: u8 = 1;
+const SEED_LEN: usize = 16;
+const NONCE_LEN: usize = 12;
+const ENCRYPTED_HEADER_LEN: usize = HEADER_LEN + SEED_LEN + NONCE_LEN;
 
 /// An object that could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +54,12 @@ pub enum FormatError {
     /// Uses an algorithm this build does not know.
     #[error("unknown {0} id {1}")]
     UnknownAlgorithm(&'static str, u8),
+    /// An encrypted object failed authentication: altered, truncated, swapped or wrong key.
+    #[error("object failed authentication (altered, truncated, swapped, or wrong key)")]
+    Unauthentic,
+    /// An object of an encrypted filesystem is not encrypted (or the reverse).
+    #[error("object encryption does not match the filesystem's")]
+    EncryptionMismatch,
     /// The compressed payload did not decompress to the promised length.
     #[error("decompression failed: {0}")]
     Decompress(String),
@@ -184,44 +205,145 @@ fn decompress(id: u8, payload: &[u8], plain_len: usize) -> Result<Vec<u8>, Forma
     Ok(out)
 }
 
-/// Encodes `plain` as a v1 object. The payload is compressed with `compression` unless the
-/// compressed form is not smaller, in which case it is stored uncompressed.
-pub fn encode(plain: &[u8], compression: Compression) -> Vec<u8> {
+fn compress_for_storage(
+    plain: &[u8],
+    compression: Compression,
+) -> (u8, std::borrow::Cow<'_, [u8]>) {
     let compressed = match compression {
         Compression::None => None,
         c => c.compress(plain).ok().filter(|c| c.len() < plain.len()),
     };
-    let (id, payload) = match &compressed {
-        Some(c) => (compression.id(), c.as_slice()),
-        None => (Compression::None.id(), plain),
-    };
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
+    match compressed {
+        Some(c) => (compression.id(), c.into()),
+        None => (Compression::None.id(), plain.into()),
+    }
+}
+
+fn header(compression_id: u8, encryption_id: u8, plain_len: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENCRYPTED_HEADER_LEN);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
-    out.push(id);
-    out.push(ENCRYPTION_NONE);
+    out.push(compression_id);
+    out.push(encryption_id);
     out.push(0);
-    out.extend_from_slice(&(plain.len() as u64).to_le_bytes());
-    out.extend_from_slice(payload);
-    let digest = Sha256::digest(&out);
-    out.extend_from_slice(&digest);
+    out.extend_from_slice(&plain_len.to_le_bytes());
     out
 }
 
-/// Decodes a v1 object, verifying its magic, version, checksum and length.
-pub fn decode(object: &[u8]) -> Result<Vec<u8>, FormatError> {
+/// Turns plaintext into object bytes and back. An encrypted codec (with the master key)
+/// writes only encrypted objects and refuses unencrypted ones; a plain codec refuses
+/// encrypted objects.
+#[derive(Debug, Clone, Default)]
+pub struct Codec {
+    key: Option<Arc<MasterKey>>,
+}
+
+impl Codec {
+    /// A codec for an unencrypted filesystem.
+    pub fn plain() -> Self {
+        Codec { key: None }
+    }
+
+    /// A codec for an encrypted filesystem.
+    pub fn encrypted(key: MasterKey) -> Self {
+        Codec {
+            key: Some(Arc::new(key)),
+        }
+    }
+
+    /// Whether objects are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// Encodes `plain` as object `name`. The payload is compressed with `compression`
+    /// unless the compressed form is not smaller, then it is stored uncompressed.
+    pub fn encode(&self, name: &str, plain: &[u8], compression: Compression) -> Vec<u8> {
+        let (id, payload) = compress_for_storage(plain, compression);
+        let Some(key) = &self.key else {
+            let mut out = header(id, ENCRYPTION_NONE, plain.len() as u64);
+            out.extend_from_slice(&payload);
+            let digest = Sha256::digest(&out);
+            out.extend_from_slice(&digest);
+            return out;
+        };
+        let mut out = header(id, ENCRYPTION_AES_GCM, 0);
+        let mut seed = [0u8; SEED_LEN];
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::fill(&mut seed[..]);
+        rand::fill(&mut nonce[..]);
+        out.extend_from_slice(&seed);
+        out.extend_from_slice(&nonce);
+        let mut msg = Vec::with_capacity(8 + payload.len());
+        msg.extend_from_slice(&(plain.len() as u64).to_le_bytes());
+        msg.extend_from_slice(&payload);
+        let mut aad = out.clone();
+        aad.extend_from_slice(name.as_bytes());
+        let sealed = key
+            .object_cipher(&seed)
+            .encrypt(
+                &nonce_array(&nonce),
+                Payload {
+                    msg: &msg,
+                    aad: &aad,
+                },
+            )
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Decodes object `name`, verifying everything: magic, version, checksum or
+    /// authentication tag (which also binds the name), and length.
+    pub fn decode(&self, name: &str, object: &[u8]) -> Result<Vec<u8>, FormatError> {
+        if object.len() < HEADER_LEN {
+            return Err(FormatError::Corrupted("object is shorter than its header"));
+        }
+        if &object[..6] != MAGIC {
+            return Err(FormatError::Corrupted("bad magic"));
+        }
+        let version = object[6];
+        if version > FORMAT_VERSION || version == 0 {
+            return Err(FormatError::TooNew(version));
+        }
+        let compression_id = object[7];
+        match (object[8], &self.key) {
+            (ENCRYPTION_NONE, None) => decode_plain(object),
+            (ENCRYPTION_AES_GCM, Some(key)) => {
+                if object.len() < ENCRYPTED_HEADER_LEN + 16 {
+                    return Err(FormatError::Unauthentic);
+                }
+                let (head, sealed) = object.split_at(ENCRYPTED_HEADER_LEN);
+                let seed = &head[HEADER_LEN..HEADER_LEN + SEED_LEN];
+                let nonce = &head[HEADER_LEN + SEED_LEN..];
+                let mut aad = head.to_vec();
+                aad.extend_from_slice(name.as_bytes());
+                let msg = key
+                    .object_cipher(seed)
+                    .decrypt(
+                        &nonce_array(nonce),
+                        Payload {
+                            msg: sealed,
+                            aad: &aad,
+                        },
+                    )
+                    .map_err(|_| FormatError::Unauthentic)?;
+                let (len, payload) = msg.split_at(8);
+                let mut len_bytes = [0u8; 8];
+                len_bytes.copy_from_slice(len);
+                let plain_len = usize::try_from(u64::from_le_bytes(len_bytes))
+                    .map_err(|_| FormatError::Corrupted("impossible length"))?;
+                decompress(compression_id, payload, plain_len)
+            }
+            (ENCRYPTION_NONE | ENCRYPTION_AES_GCM, _) => Err(FormatError::EncryptionMismatch),
+            (other, _) => Err(FormatError::UnknownAlgorithm("encryption", other)),
+        }
+    }
+}
+
+fn decode_plain(object: &[u8]) -> Result<Vec<u8>, FormatError> {
     if object.len() < HEADER_LEN + TRAILER_LEN {
         return Err(FormatError::Corrupted("object is shorter than its header"));
-    }
-    if &object[..6] != MAGIC {
-        return Err(FormatError::Corrupted("bad magic"));
-    }
-    let version = object[6];
-    if version > FORMAT_VERSION || version == 0 {
-        return Err(FormatError::TooNew(version));
-    }
-    if object[8] != ENCRYPTION_NONE {
-        return Err(FormatError::UnknownAlgorithm("encryption", object[8]));
     }
     let (body, trailer) = object.split_at(object.len() - TRAILER_LEN);
     if Sha256::digest(body).as_slice() != trailer {
@@ -239,6 +361,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn codecs() -> [Codec; 2] {
+        [Codec::plain(), Codec::encrypted(MasterKey::generate())]
+    }
+
     fn all_algorithms() -> Vec<Compression> {
         let mut v = vec![Compression::None];
         v.extend((1..=19).map(Compression::Zstd));
@@ -255,8 +381,10 @@ mod tests {
             let compressible: Vec<u8> = data.iter().flat_map(|b| std::iter::repeat_n(*b, repeat)).collect();
             for algo in all_algorithms() {
                 for plain in [&data[..], &compressible[..], &[][..]] {
-                    let obj = encode(plain, algo);
-                    prop_assert_eq!(decode(&obj).unwrap(), plain);
+                    for codec in codecs() {
+                        let obj = codec.encode("s3ql_data_7", plain, algo);
+                        prop_assert_eq!(codec.decode("s3ql_data_7", &obj).unwrap(), plain);
+                    }
                 }
             }
         }
@@ -267,20 +395,49 @@ mod tests {
         let data: Vec<u8> = (0..4096u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
-        let obj = encode(&data, Compression::Zstd(3));
+        let codec = Codec::plain();
+        let obj = codec.encode("x", &data, Compression::Zstd(3));
         assert!(obj.len() <= data.len() + HEADER_LEN + TRAILER_LEN);
-        assert_eq!(decode(&obj).unwrap(), data);
+        assert_eq!(codec.decode("x", &obj).unwrap(), data);
     }
 
     #[test]
     fn any_flipped_byte_is_detected() {
-        let obj = encode(&[7u8; 10000], Compression::Zstd(3));
-        for i in 0..obj.len() {
-            let mut bad = obj.clone();
-            bad[i] ^= 0x40;
-            assert!(decode(&bad).is_err(), "flip at {i} not detected");
+        for codec in codecs() {
+            let obj = codec.encode("n", &[7u8; 10000], Compression::Zstd(3));
+            for i in 0..obj.len() {
+                let mut bad = obj.clone();
+                bad[i] ^= 0x40;
+                assert!(codec.decode("n", &bad).is_err(), "flip at {i} not detected");
+            }
+            assert!(codec.decode("n", &obj[..obj.len() - 1]).is_err());
         }
-        assert!(decode(&obj[..obj.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn encrypted_objects_are_bound_to_name_and_key() {
+        let key = MasterKey::generate();
+        let codec = Codec::encrypted(key);
+        let obj = codec.encode("s3ql_data_1", b"secret file content", Compression::None);
+        assert!(!obj.windows(6).any(|w| w == b"secret"));
+        assert!(matches!(
+            codec.decode("s3ql_data_2", &obj),
+            Err(FormatError::Unauthentic)
+        ));
+        let other = Codec::encrypted(MasterKey::generate());
+        assert!(matches!(
+            other.decode("s3ql_data_1", &obj),
+            Err(FormatError::Unauthentic)
+        ));
+        assert!(matches!(
+            Codec::plain().decode("s3ql_data_1", &obj),
+            Err(FormatError::EncryptionMismatch)
+        ));
+        let plain = Codec::plain().encode("s3ql_data_1", b"x", Compression::None);
+        assert!(matches!(
+            codec.decode("s3ql_data_1", &plain),
+            Err(FormatError::EncryptionMismatch)
+        ));
     }
 
     #[test]

@@ -7,16 +7,22 @@
 
 pub mod blocks;
 mod cache;
+pub mod crypto;
 mod error;
 pub mod format;
 mod fs;
 pub mod meta;
+pub mod mount_lock;
 pub mod params;
+pub mod passphrase;
 pub mod storage;
 pub mod types;
 
 pub use cache::CacheUsage;
 pub use error::{FsError, FsResult};
 pub use format::Compression;
-pub use fs::{Filesystem, MkfsOptions, MountOptions, OpenError};
+pub use fs::{
+    open_codec, Filesystem, KernelCache, LogControl, MkfsOptions, MountOptions, OpenError, Stats,
+};
+pub use passphrase::Passphrase;
 pub use types::*;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{FsError, FsResult};
-use crate::format::{self, Compression};
+use crate::format::{Codec, Compression};
 use crate::storage::{ObjectStore, StoreError};
 
 /// Name of the parameters object.
@@ -77,22 +77,25 @@ impl LocalPaths {
 
 impl FsParams {
     /// Reads the backend copy; `None` if there is no filesystem.
-    pub(crate) async fn load_remote(store: &dyn ObjectStore) -> FsResult<Option<FsParams>> {
+    pub(crate) async fn load_remote(
+        store: &dyn ObjectStore,
+        codec: &Codec,
+    ) -> FsResult<Option<FsParams>> {
         let object = match store.get(PARAMS_OBJECT).await {
             Ok(o) => o,
             Err(StoreError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let json = format::decode(&object)?;
+        let json = codec.decode(PARAMS_OBJECT, &object)?;
         serde_json::from_slice(&json)
             .map(Some)
             .map_err(|e| FsError::Inconsistent(format!("{PARAMS_OBJECT}: {e}")))
     }
 
     /// Writes the backend copy.
-    pub(crate) async fn save_remote(&self, store: &dyn ObjectStore) -> FsResult<()> {
+    pub(crate) async fn save_remote(&self, store: &dyn ObjectStore, codec: &Codec) -> FsResult<()> {
         let json = serde_json::to_vec(self).map_err(|e| FsError::Inconsistent(e.to_string()))?;
-        let object = format::encode(&json, Compression::None);
+        let object = codec.encode(PARAMS_OBJECT, &json, Compression::None);
         store.put(PARAMS_OBJECT, Bytes::from(object)).await?;
         Ok(())
     }
@@ -118,4 +121,17 @@ impl FsParams {
         }
         Ok(())
     }
+}
+
+/// Checks that `key` is the master key of the filesystem in `store` (it decrypts the
+/// parameters object). Reads only.
+pub async fn check_master_key(
+    store: &dyn ObjectStore,
+    key: &crate::crypto::MasterKey,
+) -> FsResult<()> {
+    let codec = Codec::encrypted(key.clone());
+    FsParams::load_remote(store, &codec)
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| FsError::Inconsistent(format!("{PARAMS_OBJECT} is missing")))
 }

@@ -1,20 +1,19 @@
 //! Property test: random operation sequences applied to the core (over the in-memory
 //! store) and to a simple in-memory reference model must agree after every step, again
 //! after a remount from the store alone (empty cache), and every stored reference count
-//! must equal the recomputed one.
+//! must equal the recomputed one. The operations include the S3QL tree operations
+//! (snapshot, lock, tree removal); every change below a locked path must fail with `EPERM`.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use proptest::prelude::*;
 use s3ql_core::storage::MemoryStore;
-use s3ql_core::{
-    Caller, Compression, FileKind, Filesystem, MkfsOptions, MountOptions, RenameFlags, SetAttr,
-    XattrMode, ROOT_INODE,
-};
+use s3ql_core::{Caller, FileKind, Filesystem, RenameFlags, SetAttr, XattrMode, ROOT_INODE};
 
 const BLOCK: u64 = 4096;
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
@@ -37,6 +36,7 @@ struct ModelNode {
     node: Node,
     mode: u32,
     xattrs: BTreeMap<String, Vec<u8>>,
+    locked: bool,
 }
 
 /// The reference model: an arena of nodes, node 0 is the root.
@@ -73,6 +73,9 @@ enum Op {
     RemoveXattr(usize, usize),
     Chmod(usize, u32),
     Flush,
+    CopyTree(usize, usize, usize),
+    LockTree(usize),
+    RemoveTree(usize),
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -92,6 +95,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (i(), 0usize..2).prop_map(|(p, n)| Op::RemoveXattr(p, n)),
         1 => (i(), 0u32..0o7777).prop_map(|(p, m)| Op::Chmod(p, m)),
         1 => Just(Op::Flush),
+        1 => (i(), i(), n()).prop_map(|(s, d, n)| Op::CopyTree(s, d, n)),
+        1 => i().prop_map(Op::LockTree),
+        1 => i().prop_map(Op::RemoveTree),
     ]
 }
 
@@ -103,6 +109,7 @@ impl Model {
             },
             mode: 0o755,
             xattrs: BTreeMap::new(),
+            locked: false,
         };
         let lost = ModelNode {
             node: Node::Dir {
@@ -110,6 +117,7 @@ impl Model {
             },
             mode: 0o700,
             xattrs: BTreeMap::new(),
+            locked: false,
         };
         Model {
             nodes: vec![root, lost],
@@ -142,6 +150,46 @@ impl Model {
                 .map(|p| (p.0, p.3)),
         );
         d
+    }
+
+    fn locked(&self, id: usize) -> bool {
+        self.nodes[id].locked
+    }
+
+    /// `top` and every node below it, each once.
+    fn subtree(&self, top: usize) -> Vec<usize> {
+        let mut seen = vec![top];
+        let mut i = 0;
+        while i < seen.len() {
+            if let Node::Dir { children } = &self.nodes[seen[i]].node {
+                for c in children.values() {
+                    if !seen.contains(c) {
+                        seen.push(*c);
+                    }
+                }
+            }
+            i += 1;
+        }
+        seen
+    }
+
+    /// Copies the tree `top` (hard links inside it stay shared, copies are unlocked);
+    /// returns the copy's node.
+    fn copy_subtree(&mut self, top: usize) -> usize {
+        let old = self.subtree(top);
+        let base = self.nodes.len();
+        let new_id = |id: usize| base + old.iter().position(|o| *o == id).unwrap_or(0);
+        for id in &old {
+            let mut n = self.nodes[*id].clone();
+            n.locked = false;
+            if let Node::Dir { children } = &mut n.node {
+                for c in children.values_mut() {
+                    *c = new_id(*c);
+                }
+            }
+            self.nodes.push(n);
+        }
+        new_id(top)
     }
 
     fn children(&mut self, dir: usize) -> &mut BTreeMap<String, usize> {
@@ -222,6 +270,8 @@ struct Real {
 }
 
 impl Real {
+    /// The inode at `path`; every lookup is forgotten again at once, as the kernel would
+    /// eventually do, so that removed inodes are freed during the run.
     async fn resolve(&self, path: &str) -> u64 {
         let mut ino = ROOT_INODE;
         for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -231,8 +281,21 @@ impl Real {
                 .await
                 .expect("lookup")
                 .ino;
+            self.fs.forget(ino, 1);
         }
         ino
+    }
+
+    /// Opens `ino` for writing (as the kernel does before writes), writes, releases.
+    async fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<(), i32> {
+        let fh = self
+            .fs
+            .open(ino, libc::O_WRONLY)
+            .await
+            .map_err(|e| e.errno())?;
+        let written = errno_of(self.fs.write(ino, fh, offset, data).await);
+        self.fs.release(ino, fh).await.expect("release");
+        written
     }
 
     async fn seen(&self) -> BTreeMap<String, Seen> {
@@ -344,13 +407,16 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
             // A directory created in a setgid directory inherits the setgid bit.
             let inherit = matches!(node, Node::Dir { .. }) && model.nodes[did].mode & 0o2000 != 0;
             let mode = if inherit { mode | 0o2000 } else { mode };
-            let expect = if exists {
+            let expect = if model.locked(did) {
+                Err(libc::EPERM)
+            } else if exists {
                 Err(libc::EEXIST)
             } else {
                 model.nodes.push(ModelNode {
                     node,
                     mode,
                     xattrs: BTreeMap::new(),
+                    locked: false,
                 });
                 let id = model.nodes.len() - 1;
                 model.children(did).insert(name, id);
@@ -362,28 +428,37 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
             let Some((path, _, _, id)) = pick(f) else {
                 return (Ok(()), Ok(()));
             };
+            let locked = model.locked(id);
             let Node::File { data } = &mut model.nodes[id].node else {
                 return (Ok(()), Ok(()));
             };
-            let end = off as usize + len;
-            if data.len() < end {
-                data.resize(end, 0);
-            }
-            data[off as usize..end].fill(byte);
+            let expect = if locked {
+                Err(libc::EPERM)
+            } else {
+                let end = off as usize + len;
+                if data.len() < end {
+                    data.resize(end, 0);
+                }
+                data[off as usize..end].fill(byte);
+                Ok(())
+            };
             let ino = real.resolve(&path).await;
-            (
-                Ok(()),
-                errno_of(fs.write(ino, 0, off, &vec![byte; len]).await),
-            )
+            (expect, real.write(ino, off, &vec![byte; len]).await)
         }
         Op::Truncate(f, size) => {
             let Some((path, _, _, id)) = pick(f) else {
                 return (Ok(()), Ok(()));
             };
+            let locked = model.locked(id);
             let Node::File { data } = &mut model.nodes[id].node else {
                 return (Ok(()), Ok(()));
             };
-            data.resize(size as usize, 0);
+            let expect = if locked {
+                Err(libc::EPERM)
+            } else {
+                data.resize(size as usize, 0);
+                Ok(())
+            };
             let ino = real.resolve(&path).await;
             let r = fs
                 .setattr(
@@ -395,7 +470,7 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
                     },
                 )
                 .await;
-            (Ok(()), errno_of(r))
+            (expect, errno_of(r))
         }
         Op::Unlink(p) | Op::Rmdir(p) => {
             let Some((path, parent_id, name, id)) = pick(p) else {
@@ -408,6 +483,7 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
                 .unwrap_or_default();
             let parent = real.resolve(&parent_path).await;
             let expect = match (&model.nodes[id].node, want_dir) {
+                _ if model.locked(parent_id) || model.locked(id) => Err(libc::EPERM),
                 (Node::Dir { .. }, false) => Err(libc::EISDIR),
                 (Node::Dir { children }, true) if !children.is_empty() => Err(libc::ENOTEMPTY),
                 (Node::Dir { .. }, true) => Ok(()),
@@ -439,9 +515,12 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
             let target = model.children(did).get(&dname).copied();
             let src_is_dir = matches!(model.nodes[sid].node, Node::Dir { .. });
             let same = sparent == did && sname == dname;
-            let expect = if exchange {
+            let expect = if model.locked(sparent) || model.locked(did) || model.locked(sid) {
+                Err(libc::EPERM)
+            } else if exchange {
                 match target {
                     None => Err(libc::ENOENT),
+                    Some(t) if model.locked(t) => Err(libc::EPERM),
                     Some(t) => {
                         let t_is_dir = matches!(model.nodes[t].node, Node::Dir { .. });
                         if same || t == sid {
@@ -462,6 +541,7 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
             } else {
                 match target {
                     Some(t) if t == sid => Ok(()),
+                    Some(t) if model.locked(t) => Err(libc::EPERM),
                     Some(t) => {
                         let t_node = model.nodes[t].node.clone();
                         match (src_is_dir, t_node) {
@@ -503,7 +583,10 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
             let name = NAMES[n].to_string();
             let ino = real.resolve(&path).await;
             let dp = real.resolve(&dpath).await;
-            let expect = if matches!(model.nodes[id].node, Node::Dir { .. }) {
+            let expect = if matches!(model.nodes[id].node, Node::Dir { .. })
+                || model.locked(id)
+                || model.locked(did)
+            {
                 Err(libc::EPERM)
             } else if model.children(did).contains_key(&name) {
                 Err(libc::EEXIST)
@@ -518,10 +601,15 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
                 return (Ok(()), Ok(()));
             };
             let name = format!("user.x{n}");
-            model.nodes[id].xattrs.insert(name.clone(), vec![v; 3]);
+            let expect = if model.locked(id) {
+                Err(libc::EPERM)
+            } else {
+                model.nodes[id].xattrs.insert(name.clone(), vec![v; 3]);
+                Ok(())
+            };
             let ino = real.resolve(&path).await;
             (
-                Ok(()),
+                expect,
                 errno_of(
                     fs.setxattr(CALLER, ino, OsStr::new(&name), &[v; 3], XattrMode::Set)
                         .await,
@@ -533,11 +621,15 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
                 return (Ok(()), Ok(()));
             };
             let name = format!("user.x{n}");
-            let expect = model.nodes[id]
-                .xattrs
-                .remove(&name)
-                .map(|_| ())
-                .ok_or(libc::ENODATA);
+            let expect = if model.locked(id) {
+                Err(libc::EPERM)
+            } else {
+                model.nodes[id]
+                    .xattrs
+                    .remove(&name)
+                    .map(|_| ())
+                    .ok_or(libc::ENODATA)
+            };
             let ino = real.resolve(&path).await;
             (
                 expect,
@@ -551,10 +643,15 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
             if matches!(model.nodes[id].node, Node::Symlink { .. }) {
                 return (Ok(()), Ok(()));
             }
-            model.nodes[id].mode = m;
+            let expect = if model.locked(id) {
+                Err(libc::EPERM)
+            } else {
+                model.nodes[id].mode = m;
+                Ok(())
+            };
             let ino = real.resolve(&path).await;
             (
-                Ok(()),
+                expect,
                 errno_of(
                     fs.setattr(
                         CALLER,
@@ -569,39 +666,63 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
             )
         }
         Op::Flush => (Ok(()), errno_of(fs.flush_cache().await)),
-    }
-}
-
-fn mount_options(dir: &std::path::Path) -> MountOptions {
-    MountOptions {
-        cache_path: dir.join("fs"),
-        cache_size: 1 << 30,
-        compression: Compression::Zstd(1),
-        dirty_block_upload_delay: Duration::from_secs(3600),
-        metadata_backup_interval: Duration::ZERO,
-        max_connections: 4,
-        keep_cache: false,
-        owner_uid: 0,
-        owner_gid: 0,
+        Op::CopyTree(s, d, n) => {
+            let (spath, sid) = pick_dir(s);
+            let (dpath, did) = pick_dir(d);
+            let name = NAMES[n].to_string();
+            let src = real.resolve(&spath).await;
+            let dst = real.resolve(&dpath).await;
+            let expect = if model.locked(did) {
+                Err(libc::EPERM)
+            } else if model.children(did).contains_key(&name) {
+                Err(libc::EEXIST)
+            } else if model.is_ancestor(sid, did, &paths) {
+                Err(libc::EINVAL)
+            } else {
+                let copy = model.copy_subtree(sid);
+                model.children(did).insert(name.clone(), copy);
+                Ok(())
+            };
+            let r = errno_of(fs.copy_tree(src, dst, OsStr::new(&name)).await);
+            (expect, r)
+        }
+        Op::LockTree(p) => {
+            let Some((path, _, _, id)) = pick(p) else {
+                return (Ok(()), Ok(()));
+            };
+            for n in model.subtree(id) {
+                model.nodes[n].locked = true;
+            }
+            let ino = real.resolve(&path).await;
+            (Ok(()), errno_of(fs.lock_tree(ino).await))
+        }
+        Op::RemoveTree(p) => {
+            let Some((path, parent_id, name, _)) = pick(p) else {
+                return (Ok(()), Ok(()));
+            };
+            let expect = if model.locked(parent_id) {
+                Err(libc::EPERM)
+            } else {
+                model.children(parent_id).remove(&name);
+                Ok(())
+            };
+            let parent_path = path
+                .rsplit_once('/')
+                .map(|x| x.0.to_string())
+                .unwrap_or_default();
+            let parent = real.resolve(&parent_path).await;
+            (
+                expect,
+                errno_of(fs.remove_tree(parent, OsStr::new(&name)).await),
+            )
+        }
     }
 }
 
 async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let store = MemoryStore::new();
     let dir1 = tempfile::tempdir().expect("tempdir");
-    let mkfs = MkfsOptions {
-        label: String::new(),
-        data_block_size: BLOCK,
-        force: false,
-        root_uid: 0,
-        root_gid: 0,
-    };
-    Filesystem::mkfs(Arc::new(store.clone()), &dir1.path().join("fs"), mkfs)
-        .await
-        .expect("mkfs");
-    let fs = Filesystem::mount(Arc::new(store.clone()), mount_options(dir1.path()))
-        .await
-        .expect("mount");
+    let fs = common::mkfs_and_mount(&store, dir1.path(), BLOCK).await;
     let real = Real { fs };
     let mut model = Model::new();
     for (i, op) in ops.iter().enumerate() {
@@ -623,7 +744,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     drop(real);
 
     let dir2 = tempfile::tempdir().expect("tempdir");
-    let fs = Filesystem::mount(Arc::new(store.clone()), mount_options(dir2.path()))
+    let fs = Filesystem::mount(Arc::new(store.clone()), common::mount_options(dir2.path()))
         .await
         .expect("remount");
     let real = Real { fs };

@@ -80,15 +80,17 @@ pub fn fail(code: i32, message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(ExitError::new(code, message))
 }
 
-/// The exit code and one-line message for `err`: the first [`ExitError`] or
-/// `s3ql_core::OpenError` in its chain decides the code (context added on top of it is kept
-/// in the message); anything else is exit code 1.
+/// The exit code and one-line message for `err`: the first [`ExitError`],
+/// `s3ql_core::storage::StoreError` or `s3ql_core::OpenError` in its chain decides the code
+/// (context added on top of it is kept in the message); anything else is exit code 1.
 pub fn describe(err: &anyhow::Error) -> (i32, String) {
     let code = err
         .chain()
         .find_map(|e| {
             if let Some(x) = e.downcast_ref::<ExitError>() {
                 Some(x.code())
+            } else if let Some(s) = e.downcast_ref::<s3ql_core::storage::StoreError>() {
+                Some(s.exit_code())
             } else {
                 e.downcast_ref::<s3ql_core::OpenError>()
                     .map(|o| o.exit_code())

@@ -1,4 +1,5 @@
-//! s3ql-platform: the s3ql-rs commands (`mkfs.s3ql`, `mount.s3ql`, `umount.s3ql`).
+//! s3ql-platform: the s3ql-rs commands (`mkfs.s3ql`, `mount.s3ql`, `umount.s3ql`, and
+//! `s3qlcp`, `s3qlctrl`, `s3qllock`, `s3qlrm`, `s3qlstat` for mounted filesystems).
 //!
 //! This is the only crate with command-line parsing (clap), `anyhow`, process handling
 //! (daemonizing, signals) and terminal output. The filesystem itself is `s3ql-core`; the
@@ -20,4 +21,6 @@ pub mod mount_opts;
 pub mod mounts;
 pub mod options;
 pub mod paths;
+pub mod prompt;
 pub mod storage_url;
+pub mod unlock;

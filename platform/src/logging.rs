@@ -6,14 +6,15 @@
 //! LEVEL thread target: message`, rotated at 10 MiB keeping 5 old files, as S3QL does) or
 //! `syslog` (the system logger, through libc). Debug messages (`--debug`: all s3ql crates;
 //! `--debug-modules`) go to the log target, or to the console when the target is `none`.
-//! In the daemon the console is /dev/null once the mount is up.
+//! In the daemon the console is /dev/null once the mount is up. The filter of the log target
+//! can be changed at run time ([`set_level`], for `s3qlctrl log`).
 
 use std::ffi::CString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::filter::{EnvFilter, FilterFn, LevelFilter};
@@ -22,6 +23,7 @@ use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
@@ -99,6 +101,57 @@ pub fn debug_filter(args: &LogArgs) -> Result<EnvFilter, ExitError> {
     parse_filter(&directives)
 }
 
+/// The filter of the log target for `s3qlctrl log LEVEL [MODULE...]`: `debug` for the
+/// modules (as `--debug-modules`; none = `all`), `info` (the default filter) or `warn`
+/// (warnings and errors only; no modules allowed). Anything else is exit 2.
+pub fn level_filter(level: &str, modules: &[String]) -> Result<EnvFilter, ExitError> {
+    let usage = |msg: String| Err(ExitError::new(code::USAGE, msg));
+    match level {
+        "debug" => debug_filter(&LogArgs {
+            debug_modules: if modules.is_empty() {
+                vec!["all".to_owned()]
+            } else {
+                modules.to_vec()
+            },
+            ..LogArgs::default()
+        }),
+        "info" | "warn" if !modules.is_empty() => usage(format!(
+            "modules can only be given with level debug, not {level}"
+        )),
+        "info" => parse_filter(&base_directives()),
+        "warn" => parse_filter(&["warn".to_owned()]),
+        _ => usage(format!(
+            "invalid log level {level:?} (use debug, info or warn)"
+        )),
+    }
+}
+
+/// Replaces the filter of the log target installed by [`init`].
+type Reload = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+static RELOAD: OnceLock<Reload> = OnceLock::new();
+
+/// Changes the filter of the log target at run time (see [`level_filter`]); the
+/// `s3ql_core::LogControl` of the mount daemon.
+pub fn set_level(level: &str, modules: &[String]) -> Result<(), String> {
+    let filter = level_filter(level, modules).map_err(|e| e.message().to_owned())?;
+    let reload = RELOAD
+        .get()
+        .ok_or_else(|| "logging is not set up".to_owned())?;
+    reload(filter)?;
+    tracing::info!("log level set to {level} {}", modules.join(" "));
+    Ok(())
+}
+
+/// `filter` made replaceable through [`RELOAD`].
+fn reloadable<S: 'static>(filter: EnvFilter) -> reload::Layer<EnvFilter, S> {
+    let (layer, handle) = reload::Layer::new(filter);
+    let replace: Reload = Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()));
+    // Only the first subscriber of a process can be installed, so only its handle counts.
+    let _ = RELOAD.set(replace);
+    layer
+}
+
 /// Installs the global subscriber. Exit 10 if the log file cannot be created; exit 2 for an
 /// invalid `--debug-modules`. `program` names the process in syslog.
 pub fn init(target: &LogTarget, args: &LogArgs, program: &str) -> Result<(), ExitError> {
@@ -119,7 +172,7 @@ pub fn init(target: &LogTarget, args: &LogArgs, program: &str) -> Result<(), Exi
         LogTarget::Console => registry
             .with(
                 console
-                    .with_filter(filter)
+                    .with_filter(reloadable(filter))
                     .with_filter(console_level)
                     .with_filter(not_file_only),
             )
@@ -133,7 +186,7 @@ pub fn init(target: &LogTarget, args: &LogArgs, program: &str) -> Result<(), Exi
                         .with_filter(console_level)
                         .with_filter(not_file_only),
                 )
-                .with(file_layer(writer).with_filter(filter))
+                .with(file_layer(writer).with_filter(reloadable(filter)))
                 .try_init()
         }
         LogTarget::Syslog => {
@@ -152,7 +205,7 @@ pub fn init(target: &LogTarget, args: &LogArgs, program: &str) -> Result<(), Exi
                         .without_time()
                         .with_level(false)
                         .with_thread_names(true)
-                        .with_filter(filter),
+                        .with_filter(reloadable(filter)),
                 )
                 .try_init()
         }
@@ -422,6 +475,24 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(debug_filter(&bad).expect_err("invalid").code(), 2);
+    }
+
+    #[test]
+    fn level_filters() {
+        let f = level_filter("debug", &[]).expect("ok").to_string();
+        assert!(f.contains("debug"), "{f}");
+        let f = level_filter("debug", &["cache".into()])
+            .expect("ok")
+            .to_string();
+        assert!(f.contains("s3ql_core::cache=debug"), "{f}");
+        assert_eq!(level_filter("warn", &[]).expect("ok").to_string(), "warn");
+        assert_eq!(
+            level_filter("info", &["cache".into()])
+                .expect_err("modules need debug")
+                .code(),
+            2
+        );
+        assert!(level_filter("verbose", &[]).is_err());
     }
 
     #[test]

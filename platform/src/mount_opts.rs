@@ -2,13 +2,15 @@
 //! (what `mount -t s3ql` and fstab run).
 //!
 //! Every `-o LIST` (or `-oLIST`) before a `--` is removed from the arguments and its words
-//! are handled one by one: `ro` is refused (exit 35); words that only matter to mount(8) and
-//! fstab (`rw defaults auto noauto user nouser users owner group _netdev nofail nobootwait
-//! mand nomand diratime nodiratime relatime norelatime strictatime`) are ignored, as in
-//! S3QL; the kernel mount flags `dev nodev suid nosuid exec noexec atime noatime sync async
-//! dirsync` are passed to the FUSE mount (DESIGN.md §11; S3QL ignores them); any other word
-//! `a` becomes `--a` and `b=c` becomes `--b c`, with `_` in the name read as `-` (so both
-//! `allow-other` and `allow_other` work).
+//! are handled one by one:
+//! - `ro` is refused (exit 35);
+//! - words that only matter to mount(8) and fstab are ignored, as in S3QL: `rw defaults auto
+//!   noauto user nouser users owner group _netdev nofail nobootwait mand nomand diratime
+//!   nodiratime relatime norelatime strictatime`, and the userspace `x-*` and `comment=`;
+//! - the kernel mount flags `dev nodev suid nosuid exec noexec atime noatime sync async
+//!   dirsync` are passed to the FUSE mount (DESIGN.md §11; S3QL ignores them);
+//! - any other word `a` becomes `--a` and `b=c` becomes `--b c`, with `_` in the name read
+//!   as `-` (so both `allow-other` and `allow_other` work).
 
 use std::ffi::OsString;
 
@@ -86,7 +88,8 @@ pub fn rewrite_mount_args(args: Vec<OsString>) -> Result<Rewritten, ExitError> {
                     "read-only mounting (-o ro) is not supported",
                 ));
             }
-            if IGNORED.contains(&word) {
+            // `x-*` and `comment=` are userspace options of mount(8)/systemd (fstab).
+            if IGNORED.contains(&word) || word.starts_with("x-") || word.starts_with("comment=") {
                 continue;
             }
             if KERNEL_FLAGS.contains(&word) {
@@ -127,7 +130,7 @@ mod tests {
             "local:///b",
             "/mnt",
             "-o",
-            "rw,allow_other,cachedir=/var/c,nosuid,_netdev,fg",
+            "rw,allow_other,cachedir=/var/c,nosuid,_netdev,x-systemd.automount,fg",
         ])
         .expect("valid");
         assert_eq!(

@@ -8,7 +8,9 @@ use clap::Args;
 use s3ql_core::Compression;
 
 use crate::authinfo::AuthInfo;
+use crate::backend::{BackendSettings, Credentials};
 use crate::exit::{code, ExitError};
+use crate::logging::{self, LogTarget};
 use crate::paths;
 use crate::storage_url::{cache_path, StorageUrl};
 
@@ -26,7 +28,8 @@ pub struct StorageArgs {
     /// [default: authinfo2 `cachedir`, else ~/.s3ql]
     #[arg(long, value_name = "PATH")]
     pub cachedir: Option<PathBuf>,
-    /// Backend options, comma-separated `key=value` or `flag` (the local backend has none)
+    /// Backend options, comma-separated `key=value` or `flag`, e.g. no-ssl,tcp-timeout=30
+    /// (s3c: no-ssl, ssl-ca-path, tcp-timeout, dumb-copy, disable-expect100; local: none)
     #[arg(long, value_name = "OPTIONS")]
     pub backend_options: Option<String>,
     /// Maximum concurrent backend transfers (for local:// concurrent disk operations)
@@ -53,6 +56,25 @@ pub struct LogArgs {
     pub quiet: bool,
 }
 
+/// `--log` (console by default) and the logging options of the commands that act on a
+/// mounted filesystem (umount.s3ql, s3qlcp, s3qlctrl, s3qllock, s3qlrm, s3qlstat).
+#[derive(Debug, Clone, Args)]
+pub struct ToolLogArgs {
+    /// Log target: a file, `syslog`, or `none` (console)
+    #[arg(long, value_name = "TARGET", default_value = "none")]
+    pub log: String,
+    /// Logging options.
+    #[command(flatten)]
+    pub logging: LogArgs,
+}
+
+impl ToolLogArgs {
+    /// Sets up logging for `program` (exit 10 if the log file cannot be written).
+    pub fn init(&self, program: &str) -> Result<(), ExitError> {
+        logging::init(&LogTarget::parse(&self.log), &self.logging, program)
+    }
+}
+
 /// The effective settings for one storage URL.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -67,7 +89,9 @@ pub struct Resolved {
     /// `<cachedir>/<escaped canonical URL>`.
     pub cache_path: PathBuf,
     /// Backend options (already checked).
-    pub backend_options: String,
+    pub backend: BackendSettings,
+    /// Backend login and password (`None` for backends without one).
+    pub credentials: Option<Credentials>,
     /// Concurrent backend transfers.
     pub max_connections: usize,
     /// CPU worker threads.
@@ -96,11 +120,12 @@ pub fn auto_threads() -> usize {
 }
 
 /// Parses the URL, reads authinfo2, checks the backend options and creates the cache
-/// directory. Exit codes: 2 (URL, authinfo2 key or value), 1 (authinfo2 syntax), 12
+/// directory; asks for missing backend credentials (see [`crate::backend::credentials`]).
+/// Exit codes: 2 (URL, authinfo2 key or value), 1 (authinfo2 syntax or no credentials), 12
 /// (authinfo2 permissions), 3 (backend option), 45 (cache directory).
 pub fn resolve(url: &str, args: &StorageArgs) -> Result<Resolved, ExitError> {
     let url = StorageUrl::parse(url)?;
-    let canonical_url = url.canonical();
+    let canonical_url = url.canonical().to_owned();
     let authfile = args
         .authfile
         .clone()
@@ -120,7 +145,8 @@ pub fn resolve(url: &str, args: &StorageArgs) -> Result<Resolved, ExitError> {
         .clone()
         .or_else(|| auth.backend_options.clone())
         .unwrap_or_default();
-    crate::backend::check_backend_options(&url, &backend_options)?;
+    let backend = crate::backend::parse_settings(&url, &backend_options)?;
+    let credentials = crate::backend::credentials(&url, &auth)?;
 
     let max_connections = args
         .max_connections
@@ -139,7 +165,8 @@ pub fn resolve(url: &str, args: &StorageArgs) -> Result<Resolved, ExitError> {
         canonical_url,
         auth,
         cachedir,
-        backend_options,
+        backend,
+        credentials,
         max_connections,
         max_threads,
     })

@@ -1,5 +1,6 @@
-//! Drives the real `mkfs.s3ql`, `mount.s3ql` and `umount.s3ql` against `local://` storage in
-//! a temporary directory.
+//! Drives the real `mkfs.s3ql`, `mount.s3ql` and `umount.s3ql` (and the commands that act on
+//! a mounted filesystem, [`tool`]) against `local://` storage in a temporary directory, or
+//! against `s3c://` on an embedded S3 server ([`Backend::S3c`]).
 //!
 //! Where the commands come from: `$S3QL_BIN_DIR` if set; otherwise the cargo target directory
 //! this test executable was built into (`target/<profile>/`, found from the executable's own
@@ -29,6 +30,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::s3server::{S3Server, ACCESS_KEY, SECRET_KEY};
 use crate::sys;
 
 /// Writes a line straight to the process's stderr, bypassing the test harness's output
@@ -214,6 +216,24 @@ fn read_both(out: &mut File, err: &mut File) -> String {
     )
 }
 
+/// Timeout of the commands that act on a mounted filesystem (s3qlcp, s3qlctrl, ...).
+const TOOL_TIMEOUT: u64 = 300;
+
+/// Runs the s3ql-rs command `name` (e.g. `s3qlcp`) with `args` and returns the outcome
+/// (no checks); `as_user` runs it as that user through `runuser`.
+pub fn tool(name: &str, args: &[&OsStr], as_user: Option<&str>) -> Outcome {
+    let mut cmd = match as_user {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--"]).arg(bin(name));
+            c
+        }
+        None => Command::new(bin(name)),
+    };
+    cmd.args(args);
+    run(&mut cmd, scaled(TOOL_TIMEOUT))
+}
+
 /// Decodes the octal escapes (`\040` etc.) of a /proc/mounts field.
 fn unescape_mount_field(field: &str) -> Vec<u8> {
     let b = field.as_bytes();
@@ -372,15 +392,15 @@ pub struct TestFs {
     tmp: Option<tempfile::TempDir>,
     /// The temporary directory holding everything.
     pub root: PathBuf,
-    /// The backend directory.
+    /// The backend directory (the bucket's directory for `s3c://`).
     pub store: PathBuf,
     /// The current cache directory.
     pub cache: PathBuf,
     /// The mount point.
     pub mnt: PathBuf,
-    /// `local://<store>`.
+    /// The storage URL (`local://<store>` or `s3c://...`).
     pub url: String,
-    /// Passed as `--authfile`; does not exist unless a test creates it.
+    /// Passed as `--authfile`; for `local://` it does not exist unless a test creates it.
     pub authfile: PathBuf,
     /// The daemon's log (`--log`).
     pub log: PathBuf,
@@ -388,12 +408,40 @@ pub struct TestFs {
     mounted: bool,
     daemon_pid: Option<i32>,
     watchdog: Watchdog,
+    /// The S3 server of an `s3c://` filesystem (dropped after the unmount in `Drop`).
+    s3: Option<S3Server>,
+}
+
+/// The backend a [`TestFs`] is created on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `local://<root>/store`.
+    Local,
+    /// `s3c://127.0.0.1:<port>/bucket` on an embedded s3s-fs server (see
+    /// [`crate::s3server`]) whose data lives in `<root>/s3`; `store` is the bucket's
+    /// directory and the authfile holds the credentials and `backend-options: no-ssl`.
+    S3c,
+}
+
+impl Backend {
+    /// The backend named by `$S3QL_TEST_BACKEND` (`local`, the default, or `s3c`).
+    pub fn from_env() -> Backend {
+        match std::env::var("S3QL_TEST_BACKEND").as_deref() {
+            Ok("s3c") => Backend::S3c,
+            _ => Backend::Local,
+        }
+    }
 }
 
 impl TestFs {
     /// Creates the directories, or returns `None` (after printing why) when real mounts are
     /// not possible on this machine.
     pub fn new(test: &str) -> Option<TestFs> {
+        Self::with_backend(test, Backend::Local)
+    }
+
+    /// Like [`TestFs::new`], on `backend`.
+    pub fn with_backend(test: &str, backend: Backend) -> Option<TestFs> {
         if !fuse_tests_enabled(test) {
             return None;
         }
@@ -402,16 +450,38 @@ impl TestFs {
             .tempdir()
             .expect("create temporary directory");
         let root = tmp.path().canonicalize().expect("canonicalize tempdir");
-        let store = root.join("store");
         let cache = root.join("cache-0");
         let mnt = root.join("mnt");
-        for d in [&store, &cache, &mnt] {
+        for d in [&cache, &mnt] {
             fs::create_dir(d).expect("create test directory");
         }
+        let authfile = root.join("authinfo2");
+        let (store, url, s3) = match backend {
+            Backend::Local => {
+                let store = root.join("store");
+                fs::create_dir(&store).expect("create store directory");
+                let url = format!("local://{}", store.display());
+                (store, url, None)
+            }
+            Backend::S3c => {
+                let data = root.join("s3");
+                fs::create_dir(&data).expect("create S3 data directory");
+                let server = S3Server::start(&data).expect("start the S3 server");
+                server.create_bucket("bucket").expect("create bucket");
+                let auth = format!(
+                    "[s3]\nstorage-url: s3c://\nbackend-login: {ACCESS_KEY}\n\
+                     backend-password: {SECRET_KEY}\nbackend-options: no-ssl\n"
+                );
+                fs::write(&authfile, auth).expect("write authfile");
+                sys::chmod(&authfile, 0o600).expect("chmod authfile");
+                let url = format!("s3c://127.0.0.1:{}/bucket", server.port());
+                (data.join("bucket"), url, Some(server))
+            }
+        };
         Some(TestFs {
             name: test.to_owned(),
-            url: format!("local://{}", store.display()),
-            authfile: root.join("authinfo2"),
+            url,
+            authfile,
             log: root.join("mount.log"),
             tmp: Some(tmp),
             root,
@@ -422,7 +492,13 @@ impl TestFs {
             mounted: false,
             daemon_pid: None,
             watchdog: Watchdog::start(test.to_owned(), scaled(TEST_DEADLINE)),
+            s3,
         })
+    }
+
+    /// The S3 server of an [`Backend::S3c`] filesystem (to stop and restart it).
+    pub fn s3_server(&mut self) -> Option<&mut S3Server> {
+        self.s3.as_mut()
     }
 
     /// Options every URL command gets: the cache directory and the authfile.

@@ -1,5 +1,6 @@
 //! Thin safe wrappers over the libc calls the tests need and std does not offer
-//! (lchown with any id, utimensat on symlinks, mknod, xattrs, SEEK_DATA/SEEK_HOLE).
+//! (lchown with any id, utimensat on symlinks, mknod, xattrs, truncate, fallocate,
+//! SEEK_DATA/SEEK_HOLE).
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -157,6 +158,34 @@ pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
             value.as_ptr() as *const libc::c_void,
             value.len(),
             0,
+        )
+    })
+}
+
+/// `lremovexattr(2)`.
+pub fn remove_xattr(path: &Path, name: &[u8]) -> io::Result<()> {
+    let p = cpath(path);
+    let n = cname(name);
+    // SAFETY: both are valid NUL-terminated strings.
+    check(unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) })
+}
+
+/// `truncate(2)`.
+pub fn truncate(path: &Path, size: u64) -> io::Result<()> {
+    let p = cpath(path);
+    // SAFETY: p is a valid NUL-terminated string.
+    check(unsafe { libc::truncate(p.as_ptr(), size as libc::off_t) })
+}
+
+/// `fallocate(2)` with mode 0 (allocate, extending the size).
+pub fn fallocate(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: the fd is owned by `file` and open for the duration of the call.
+    check(unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            0,
+            offset as libc::off_t,
+            len as libc::off_t,
         )
     })
 }

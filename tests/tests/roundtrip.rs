@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use s3ql_tests::harness::Backend;
 use s3ql_tests::harness::{os, random_bytes};
 use s3ql_tests::sys::{self, Time};
 use s3ql_tests::tree::{self, CompareOptions};
@@ -349,7 +350,16 @@ fn build_source(root: &Path) {
 
 #[test]
 fn tree_round_trip() {
-    let Some(mut fs) = TestFs::new("tree_round_trip") else {
+    tree_round_trip_on("tree_round_trip", Backend::Local);
+}
+
+#[test]
+fn tree_round_trip_s3c() {
+    tree_round_trip_on("tree_round_trip_s3c", Backend::S3c);
+}
+
+fn tree_round_trip_on(test: &str, backend: Backend) {
+    let Some(mut fs) = TestFs::with_backend(test, backend) else {
         return;
     };
     // The source lives on the local disk, outside the test filesystem.
@@ -362,7 +372,7 @@ fn tree_round_trip() {
     build_source(&src);
     let expected = tree::scan(&src).expect("scan source");
     note(&format!(
-        "tree_round_trip: source tree has {} entries",
+        "{test}: source tree has {} entries",
         expected.len()
     ));
 
@@ -374,30 +384,30 @@ fn tree_round_trip() {
     // atime and mtime in the mount from the manifest, through utimensat like `cp -a` does.
     tree::restore_times(&dst, &expected).expect("set times in the mount");
 
-    // Attributes first (reading contents may move atimes), then the bytes.
+    // Attributes first (reading contents may move atimes), then the bytes. Differences are
+    // collected through both phases, so one run shows everything that breaks.
     let opts = CompareOptions { atime: true };
+    let mut report = Vec::new();
+    let mut check = |phase: &str, diffs: Vec<String>| {
+        report.extend(diffs.into_iter().map(|d| format!("[{phase}] {d}")));
+    };
     let actual = tree::scan(&dst).expect("scan mounted copy");
-    tree::assert_no_diffs(
-        "attributes after copy",
-        &tree::compare(&expected, &actual, opts),
-    );
-    tree::assert_no_diffs(
-        "contents after copy",
-        &tree::compare_contents(&src, &dst, &expected),
-    );
+    check("after copy", tree::compare(&expected, &actual, opts));
+    check("after copy", tree::compare_contents(&src, &dst, &expected));
     tree::restore_times(&dst, &expected).expect("restore times");
 
     fs.umount();
     fs.new_cache();
     fs.mount();
     let actual = tree::scan(&dst).expect("scan after remount");
-    tree::assert_no_diffs(
-        "attributes after remount with an empty cache",
-        &tree::compare(&expected, &actual, opts),
+    check(
+        "after remount, empty cache",
+        tree::compare(&expected, &actual, opts),
     );
-    tree::assert_no_diffs(
-        "contents after remount with an empty cache",
-        &tree::compare_contents(&src, &dst, &expected),
+    check(
+        "after remount, empty cache",
+        tree::compare_contents(&src, &dst, &expected),
     );
+    tree::assert_no_diffs("mounted copy differs from the source", &report);
     fs.umount();
 }

@@ -6,6 +6,7 @@ mod convert;
 mod dir;
 mod fuse_fs;
 mod inflight;
+mod notify;
 mod options;
 mod respond;
 
@@ -14,11 +15,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use fuser::{Notifier, Session};
+use fuser::Session;
 use tokio::runtime::Handle;
 
 use crate::fuse_fs::FuseFs;
 use crate::inflight::InFlight;
+use crate::notify::KernelNotifier;
 
 /// How to mount: the options of `mount.s3ql` that reach the kernel mount.
 #[derive(Debug, Clone, Default)]
@@ -43,12 +45,13 @@ pub struct MountConfig {
 pub struct Mounted {
     session: JoinHandle<io::Result<()>>,
     inflight: Arc<InFlight>,
-    notifier: Notifier,
+    fs: Arc<s3ql_core::Filesystem>,
 }
 
 /// Mounts `fs` at `mountpoint`; returns once the kernel mount is in place and the FUSE
 /// handshake is done. Core calls run on `runtime`. Always sets `default_permissions`,
-/// `fsname` and `subtype=s3ql`. Blocks the calling thread, so call it outside async code.
+/// `fsname` and `subtype=s3ql`. Registers the kernel's caches with `fs` for invalidation
+/// (s3qlcp, s3qllock, s3qlrm). Blocks the calling thread, so call it outside async code.
 pub fn mount(
     fs: Arc<s3ql_core::Filesystem>,
     runtime: Handle,
@@ -56,16 +59,16 @@ pub fn mount(
     config: &MountConfig,
 ) -> io::Result<Mounted> {
     let inflight = Arc::new(InFlight::default());
-    let adapter = FuseFs::new(fs, runtime, Arc::clone(&inflight));
+    let adapter = FuseFs::new(Arc::clone(&fs), runtime, Arc::clone(&inflight));
     let session = Session::new(adapter, mountpoint, &options::fuser_config(config))?;
-    let notifier = session.notifier();
+    fs.set_kernel_cache(Some(Arc::new(KernelNotifier(session.notifier()))));
     let session = std::thread::Builder::new()
         .name("s3ql-fuse".to_owned())
         .spawn(move || session.run())?;
     Ok(Mounted {
         session,
         inflight,
-        notifier,
+        fs,
     })
 }
 
@@ -79,12 +82,7 @@ impl Mounted {
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("FUSE session thread panicked")));
         self.inflight.wait_idle();
+        self.fs.set_kernel_cache(None);
         result
-    }
-
-    /// A handle to invalidate the kernel's entry and inode caches (for changes made behind
-    /// the kernel's back, such as s3qlrm). Stays usable while the mount is live.
-    pub fn notifier(&self) -> Notifier {
-        self.notifier.clone()
     }
 }

@@ -10,16 +10,26 @@ use crate::error::{errno, FsResult};
 use crate::types::{Attr, Caller, SetAttr, StatFs, TimeSet, Timestamp, CTRL_INODE};
 
 impl Filesystem {
-    /// Opens `ino`; the inode stays alive until the handle is released.
+    /// Opens `ino`; the inode stays alive until the handle is released. Opening a locked
+    /// inode for writing (or with `O_TRUNC`) is `EPERM`.
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        // The handle is counted before the lock flag is read: `lock_tree` either commits
+        // first (seen here) or finds this handle and flags it for `write`.
+        let fh = self.add_handle(ino);
         if ino != CTRL_INODE {
-            let node = self.db.call(move |c| inode::get(c, ino)).await?;
             let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-            if node.locked && writes {
-                return Err(errno(libc::EPERM));
+            let node = self.db.call(move |c| inode::get(c, ino)).await;
+            let refused = match node {
+                Ok(node) if node.locked && writes => Some(errno(libc::EPERM)),
+                Ok(_) => None,
+                Err(e) => Some(e),
+            };
+            if let Some(e) = refused {
+                self.release(ino, fh).await?;
+                return Err(e);
             }
         }
-        Ok(self.add_handle(ino))
+        Ok(fh)
     }
 
     fn add_handle(&self, ino: u64) -> u64 {
@@ -104,10 +114,15 @@ impl Filesystem {
         Ok(out)
     }
 
-    /// Writes `data` at `offset`; returns when the bytes are in the cache.
+    /// Writes `data` at `offset`; returns when the bytes are in the cache. `EPERM` once the
+    /// inode is locked.
     pub async fn write(&self, ino: u64, _fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         if ino == CTRL_INODE {
             return Err(errno(libc::EACCES));
+        }
+        let _gate = self.control.write_gate.read().await;
+        if self.nodes().get(&ino).is_some_and(|refs| refs.locked) {
+            return Err(errno(libc::EPERM));
         }
         let end = offset
             .checked_add(data.len() as u64)
@@ -142,6 +157,11 @@ impl Filesystem {
         if ino == CTRL_INODE {
             return self.ctrl_attr().await;
         }
+        // A size change is a change of contents (see `copy_tree`).
+        let _gate = match changes.size {
+            Some(_) => Some(self.control.write_gate.read().await),
+            None => None,
+        };
         let old = self.db.call(move |c| inode::get(c, ino)).await?;
         if old.locked {
             return Err(errno(libc::EPERM));

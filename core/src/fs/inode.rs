@@ -172,15 +172,48 @@ pub(crate) fn add_links(conn: &Connection, id: u64, delta: i64, now: Timestamp) 
         .query_row(params![id, delta, now.nanos], |r| r.get(0))?)
 }
 
-/// Deletes inode `id` with its xattrs and symlink target; returns the data objects that
-/// lost their last reference (to delete after commit).
-pub(crate) fn delete(conn: &Connection, id: u64) -> FsResult<Vec<u64>> {
-    let dead = crate::blocks::remove_blocks_from(conn, id, 0)?;
-    conn.prepare_cached("DELETE FROM ext_attributes WHERE inode = ?1")?
-        .execute([id])?;
-    conn.prepare_cached("DELETE FROM symlink_targets WHERE inode = ?1")?
-        .execute([id])?;
-    conn.prepare_cached("DELETE FROM inodes WHERE id = ?1")?
-        .execute([id])?;
+/// Empties the temporary table `inode_set` and fills it with `ids`.
+pub(crate) fn fill_set(conn: &Connection, ids: &[u64]) -> FsResult<()> {
+    conn.prepare_cached("DELETE FROM temp.inode_set")?
+        .execute([])?;
+    let mut insert =
+        conn.prepare_cached("INSERT OR IGNORE INTO temp.inode_set (id) VALUES (?1)")?;
+    for id in ids {
+        insert.execute([id])?;
+    }
+    Ok(())
+}
+
+/// Those of `ids` that exist and have no link left.
+pub(crate) fn unlinked(conn: &Connection, ids: &[u64]) -> FsResult<Vec<u64>> {
+    fill_set(conn, ids)?;
+    let found = conn
+        .prepare_cached(
+            "SELECT i.id FROM temp.inode_set s JOIN inodes i ON i.id = s.id WHERE i.nlink = 0",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(found)
+}
+
+/// Deletes those of `ids` that have no link left, with their xattrs, symlink targets and
+/// block references; returns the data objects that lost their last reference (to delete
+/// after commit).
+pub(crate) fn delete_unlinked(conn: &Connection, ids: &[u64]) -> FsResult<Vec<u64>> {
+    fill_set(conn, ids)?;
+    conn.prepare_cached(
+        "DELETE FROM temp.inode_set WHERE NOT EXISTS
+         (SELECT 1 FROM inodes i WHERE i.id = inode_set.id AND i.nlink = 0)",
+    )?
+    .execute([])?;
+    let dead = crate::blocks::remove_blocks_of_set(conn)?;
+    for table in ["ext_attributes", "symlink_targets"] {
+        conn.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE inode IN (SELECT id FROM temp.inode_set)"
+        ))?
+        .execute([])?;
+    }
+    conn.prepare_cached("DELETE FROM inodes WHERE id IN (SELECT id FROM temp.inode_set)")?
+        .execute([])?;
     Ok(dead)
 }

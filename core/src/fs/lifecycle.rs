@@ -11,10 +11,13 @@ use rusqlite::params;
 use super::inode::{self, NewInode};
 use super::Filesystem;
 use crate::cache::{BlockCache, CacheConfig};
+use crate::crypto::{KeyError, MasterKey};
 use crate::error::{FsError, FsResult};
-use crate::format::{Compression, FormatError};
+use crate::format::{Codec, Compression, FormatError};
 use crate::meta::{self, upload, Db};
+use crate::mount_lock::{LockError, MountLock};
 use crate::params::{FsParams, LocalPaths, FS_REVISION, PARAMS_OBJECT};
+use crate::passphrase::{self, Passphrase, UnlockError};
 use crate::storage::{ObjectStore, StoreError};
 use crate::types::{Timestamp, CTRL_INODE, ROOT_INODE};
 
@@ -31,6 +34,8 @@ pub struct MkfsOptions {
     pub root_uid: u32,
     /// Group of the root directory.
     pub root_gid: u32,
+    /// Encrypt with a new master key wrapped by this passphrase (`None`: unencrypted).
+    pub passphrase: Option<Passphrase>,
 }
 
 /// Settings of a mount.
@@ -55,6 +60,8 @@ pub struct MountOptions {
     pub owner_uid: u32,
     /// That user's group.
     pub owner_gid: u32,
+    /// Passphrase of an encrypted filesystem (ignored for an unencrypted one).
+    pub passphrase: Option<Passphrase>,
 }
 
 /// Why a filesystem could not be created or opened; each maps to S3QL's exit code.
@@ -75,9 +82,21 @@ pub enum OpenError {
     /// The local metadata shows an unclean unmount.
     #[error("filesystem was not unmounted cleanly; run fsck.s3ql first")]
     NeedsFsck,
+    /// The filesystem is encrypted and no passphrase was given.
+    #[error("the filesystem is encrypted and no passphrase was given")]
+    PassphraseRequired,
+    /// The passphrase does not open the master key.
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    /// The wrapped master key cannot be read.
+    #[error("{0}")]
+    KeyDamaged(String),
     /// The storage location does not exist.
     #[error("{0}")]
     LocationMissing(String),
+    /// Another mount holds the mount lock (or it cannot be taken).
+    #[error(transparent)]
+    Lock(#[from] LockError),
     /// The cache directory cannot be used.
     #[error("cannot use cache directory {0}: {1}")]
     CacheDir(PathBuf, std::io::Error),
@@ -95,7 +114,15 @@ impl OpenError {
             OpenError::TooNew(_) => 33,
             OpenError::TooOld(_) => 32,
             OpenError::NeedsFsck => 30,
+            OpenError::PassphraseRequired
+            | OpenError::WrongPassphrase
+            | OpenError::KeyDamaged(_) => 17,
+            OpenError::Failed(FsError::Format(
+                FormatError::Unauthentic | FormatError::EncryptionMismatch,
+            )) => 17,
             OpenError::LocationMissing(_) => 16,
+            OpenError::Lock(e) => e.exit_code(),
+            OpenError::Failed(FsError::Storage(e)) => e.exit_code(),
             OpenError::CacheDir(..) => 45,
             OpenError::Failed(FsError::Format(FormatError::TooNew(_))) => 33,
             OpenError::Failed(_) => 1,
@@ -112,6 +139,31 @@ impl From<StoreError> for OpenError {
             e => OpenError::Failed(e.into()),
         }
     }
+}
+
+impl From<UnlockError> for OpenError {
+    fn from(e: UnlockError) -> Self {
+        match e {
+            UnlockError::Key(KeyError::WrongPassphrase) => OpenError::WrongPassphrase,
+            UnlockError::Key(e) => OpenError::KeyDamaged(e.to_string()),
+            UnlockError::Storage(e) => e.into(),
+        }
+    }
+}
+
+/// The codec of the filesystem in `store`: encrypted (unlocked with `passphrase`) if it has
+/// a wrapped master key, plain otherwise. Reads only; never writes to the storage.
+pub async fn open_codec(
+    store: &dyn ObjectStore,
+    passphrase: Option<&Passphrase>,
+) -> Result<Codec, OpenError> {
+    if !passphrase::is_encrypted(store).await? {
+        return Ok(Codec::plain());
+    }
+    let passphrase = passphrase.ok_or(OpenError::PassphraseRequired)?;
+    Ok(Codec::encrypted(
+        passphrase::unlock(store, passphrase).await?,
+    ))
 }
 
 fn unix_now() -> i64 {
@@ -139,7 +191,7 @@ impl Filesystem {
         store: Arc<dyn ObjectStore>,
         cache_path: &Path,
         opts: MkfsOptions,
-    ) -> Result<(), OpenError> {
+    ) -> Result<Option<MasterKey>, OpenError> {
         let paths = LocalPaths::new(cache_path);
         prepare_cache_dir(&paths)?;
         if store.head(PARAMS_OBJECT).await?.is_some() {
@@ -180,7 +232,15 @@ impl Filesystem {
             Ok(())
         })
         .await?;
-        let (manifest, _) = upload::upload(store.as_ref(), &db, None, 1).await?;
+        let key = opts.passphrase.as_ref().map(|_| MasterKey::generate());
+        let codec = match (&key, &opts.passphrase) {
+            (Some(key), Some(passphrase)) => {
+                passphrase::store_wrapped(store.as_ref(), key, passphrase).await?;
+                Codec::encrypted(key.clone())
+            }
+            _ => Codec::plain(),
+        };
+        let (manifest, _) = upload::upload(store.as_ref(), &codec, &db, None, 1).await?;
         let params = FsParams {
             revision: FS_REVISION,
             label: opts.label,
@@ -191,20 +251,37 @@ impl Filesystem {
             mounted: false,
             last_fsck: unix_now(),
         };
-        params.save_remote(store.as_ref()).await?;
+        params.save_remote(store.as_ref(), &codec).await?;
         params.save_local(&paths.params)?;
-        Ok(())
+        Ok(key)
     }
 
-    /// Opens the filesystem in `store` for use: reuses the local database if it is
-    /// current, otherwise downloads the newest metadata generation. Starts write-back.
+    /// Opens the filesystem in `store` for use: takes the mount lock (refused with
+    /// [`OpenError::Lock`] while another mount holds it), reuses the local database if it
+    /// is current, otherwise downloads the newest metadata generation. Starts write-back.
     pub async fn mount(
         store: Arc<dyn ObjectStore>,
         opts: MountOptions,
     ) -> Result<Arc<Filesystem>, OpenError> {
+        let lock = MountLock::acquire(store.as_ref()).await?;
+        let mounted = Self::mount_locked(store.clone(), opts, lock.clone()).await;
+        if mounted.is_err() {
+            if let Err(e) = lock.release(store.as_ref()).await {
+                tracing::warn!("could not release the mount lock after the failed mount: {e}");
+            }
+        }
+        mounted
+    }
+
+    async fn mount_locked(
+        store: Arc<dyn ObjectStore>,
+        opts: MountOptions,
+        mount_lock: MountLock,
+    ) -> Result<Arc<Filesystem>, OpenError> {
         let paths = LocalPaths::new(&opts.cache_path);
         prepare_cache_dir(&paths)?;
-        let mut params = FsParams::load_remote(store.as_ref())
+        let codec = open_codec(store.as_ref(), opts.passphrase.as_ref()).await?;
+        let mut params = FsParams::load_remote(store.as_ref(), &codec)
             .await?
             .ok_or(OpenError::NoFilesystem)?;
         if params.revision > FS_REVISION {
@@ -225,9 +302,16 @@ impl Filesystem {
                 params.metadata_generation
             );
             paths.remove_db().map_err(FsError::from)?;
-            upload::download(store.as_ref(), params.metadata_generation, &paths.db).await?;
+            upload::download(
+                store.as_ref(),
+                &codec,
+                params.metadata_generation,
+                &paths.db,
+            )
+            .await?;
         }
-        let manifest = upload::load_manifest(store.as_ref(), params.metadata_generation).await?;
+        let manifest =
+            upload::load_manifest(store.as_ref(), &codec, params.metadata_generation).await?;
         empty_cache_dir(&paths.cache_dir)
             .map_err(|e| OpenError::CacheDir(paths.cache_dir.clone(), e))?;
         params.mounted = true;
@@ -241,6 +325,7 @@ impl Filesystem {
                 dirty_delay: opts.dirty_block_upload_delay,
                 max_connections: opts.max_connections,
                 compression: opts.compression,
+                codec: codec.clone(),
             },
             params.data_block_size,
             db.clone(),
@@ -256,6 +341,7 @@ impl Filesystem {
             db,
             cache: Arc::new(cache),
             store,
+            codec,
             paths,
             block_size: params.data_block_size,
             params: tokio::sync::Mutex::new(params),
@@ -265,6 +351,8 @@ impl Filesystem {
             next_fh: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             background: Mutex::new(Vec::new()),
+            control: Default::default(),
+            mount_lock,
         });
         fs.free_orphans().await?;
         fs.start_background();
@@ -326,11 +414,18 @@ impl Filesystem {
 
     /// Uploads the metadata as a new generation and records it in the parameters.
     pub async fn backup_metadata(&self) -> FsResult<()> {
+        self.mount_lock.verify(self.store.as_ref()).await?;
         let mut params = self.params.lock().await;
         let mut manifest = self.manifest.lock().await;
         let generation = params.metadata_generation + 1;
-        let (new, report) =
-            upload::upload(self.store.as_ref(), &self.db, manifest.as_ref(), generation).await?;
+        let (new, report) = upload::upload(
+            self.store.as_ref(),
+            &self.codec,
+            &self.db,
+            manifest.as_ref(),
+            generation,
+        )
+        .await?;
         tracing::info!(
             "metadata generation {generation}: database {} bytes, uploaded {} bytes",
             report.db_bytes,
@@ -341,11 +436,11 @@ impl Filesystem {
         next.metadata_generation = generation;
         let mut remote = next.clone();
         remote.mounted = false;
-        remote.save_remote(self.store.as_ref()).await?;
+        remote.save_remote(self.store.as_ref(), &self.codec).await?;
         next.save_local(&self.paths.params)?;
         *params = next;
         *manifest = Some(new);
-        upload::expire(self.store.as_ref(), generation).await;
+        upload::expire(self.store.as_ref(), &self.codec, generation).await;
         Ok(())
     }
 
@@ -366,6 +461,7 @@ impl Filesystem {
         let mut params = self.params.lock().await;
         params.mounted = false;
         params.save_local(&self.paths.params)?;
+        self.mount_lock.release(self.store.as_ref()).await?;
         if !self.opts.keep_cache {
             self.cache.drop_clean().await;
         }

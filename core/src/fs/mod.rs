@@ -7,10 +7,12 @@ mod data;
 mod inode;
 mod lifecycle;
 mod namespace;
+mod stats;
+mod tree;
 mod xattr;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -18,19 +20,51 @@ use std::time::Duration;
 
 use crate::cache::BlockCache;
 use crate::error::{errno, FsResult};
+use crate::format::Codec;
 use crate::meta::upload::Manifest;
 use crate::meta::Db;
 use crate::params::{FsParams, LocalPaths};
 use crate::storage::ObjectStore;
 use crate::types::{CTRL_NAME, NAME_MAX};
 
-pub use lifecycle::{MkfsOptions, MountOptions, OpenError};
+pub use lifecycle::{open_codec, MkfsOptions, MountOptions, OpenError};
+pub use stats::Stats;
 
 /// How many times the kernel references an inode, and how many handles are open on it.
 #[derive(Debug, Default, Clone, Copy)]
 struct NodeRefs {
     lookups: u64,
     handles: u64,
+    /// Set by `lock_tree` for live inodes, so that handles opened for writing before the
+    /// lock cannot write any more (`open` checks the database for later handles).
+    locked: bool,
+}
+
+/// The kernel's caches of entries and attributes, for operations that change the tree
+/// behind the kernel's back (`copy_tree`, `lock_tree`, `remove_tree`). The adapter
+/// implements it (FUSE notifications). Calls may block until the kernel has processed them;
+/// the core makes them from a blocking thread after the change is committed, never from the
+/// request that caused it, and waits at most one attribute timeout for them.
+pub trait KernelCache: Send + Sync {
+    /// Drops the cached entry `name` of directory `parent` and everything cached below it.
+    fn invalidate_entry(&self, parent: u64, name: &OsStr);
+    /// Drops the cached attributes of `ino`.
+    fn invalidate_attr(&self, ino: u64);
+}
+
+/// Changes the log filter of the running daemon (`s3qlctrl log`), registered by the program
+/// that set up logging. Arguments: the level (`debug`, `info` or `warn`) and, for `debug`,
+/// the modules (empty: all). An error message makes the control command fail with `EINVAL`.
+pub type LogControl = Box<dyn Fn(&str, &[String]) -> Result<(), String> + Send + Sync>;
+
+/// State of the tree and control operations of one mount.
+#[derive(Default)]
+struct Control {
+    /// Held shared by every change of file contents or size (cache plus metadata), and
+    /// exclusively by `copy_tree` and `lock_tree` while they make their change.
+    write_gate: tokio::sync::RwLock<()>,
+    kernel_cache: Mutex<Option<Arc<dyn KernelCache>>>,
+    log_control: Mutex<Option<Arc<LogControl>>>,
 }
 
 /// A mounted filesystem. Metadata operations are local database transactions; data goes
@@ -42,6 +76,7 @@ pub struct Filesystem {
     db: Db,
     cache: Arc<BlockCache>,
     store: Arc<dyn ObjectStore>,
+    codec: Codec,
     paths: LocalPaths,
     opts: MountOptions,
     block_size: u64,
@@ -51,6 +86,8 @@ pub struct Filesystem {
     next_fh: AtomicU64,
     stopping: AtomicBool,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    mount_lock: crate::mount_lock::MountLock,
+    control: Control,
 }
 
 impl std::fmt::Debug for Filesystem {
@@ -104,10 +141,6 @@ impl Filesystem {
         }
     }
 
-    fn is_referenced(&self, ino: u64) -> bool {
-        self.nodes().contains_key(&ino)
-    }
-
     fn free_later(&self, ino: u64) {
         if let Some(me) = self.me.upgrade() {
             self.runtime.spawn(async move {
@@ -120,20 +153,83 @@ impl Filesystem {
 
     /// Deletes `ino` if no directory entry, kernel reference or handle is left.
     async fn free_if_unlinked(&self, ino: u64) -> FsResult<()> {
-        if self.is_referenced(ino) {
+        self.free_unlinked(vec![ino]).await
+    }
+
+    /// Deletes those of `inos` that have no directory entry, kernel reference or open handle
+    /// left, with their data: cached blocks first (discarding in-flight uploads), then the
+    /// rows in one transaction, then the objects that lost their last reference.
+    async fn free_unlinked(&self, inos: Vec<u64>) -> FsResult<()> {
+        let unreferenced: Vec<u64> = {
+            let nodes = self.nodes();
+            inos.into_iter()
+                .filter(|i| !nodes.contains_key(i))
+                .collect()
+        };
+        if unreferenced.is_empty() {
             return Ok(());
         }
-        let nlink = self
+        let doomed = self
             .db
-            .call(move |c| Ok(inode::get(c, ino).map(|i| i.nlink).ok()))
+            .call(move |c| inode::unlinked(c, &unreferenced))
             .await?;
-        if nlink != Some(0) {
+        if doomed.is_empty() {
             return Ok(());
         }
-        self.cache.remove(ino, 0).await;
-        let dead = self.db.call(move |c| inode::delete(c, ino)).await?;
+        for ino in &doomed {
+            self.cache.remove(*ino, 0).await;
+        }
+        let dead = self
+            .db
+            .call(move |c| inode::delete_unlinked(c, &doomed))
+            .await?;
         self.cache.delete_objects(dead);
         Ok(())
+    }
+
+    /// Registers (or with `None` removes) the kernel's caches to invalidate.
+    pub fn set_kernel_cache(&self, cache: Option<Arc<dyn KernelCache>>) {
+        *self
+            .control
+            .kernel_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = cache;
+    }
+
+    /// Registers the handler of `s3qlctrl log` (without one, that command is `ENOTSUP`).
+    pub fn set_log_control(&self, control: LogControl) {
+        *self
+            .control
+            .log_control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(control));
+    }
+
+    /// Invalidates kernel cache `entries` and `attrs` (see [`KernelCache`]): on a blocking
+    /// thread, waiting at most [`Filesystem::attr_ttl`] (after which the kernel's copies
+    /// have expired anyway, so a notification stuck behind a kernel lock cannot hold up
+    /// the caller).
+    async fn invalidate_kernel(&self, entries: Vec<(u64, OsString)>, attrs: Vec<u64>) {
+        let Some(kc) = self
+            .control
+            .kernel_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let task = tokio::task::spawn_blocking(move || {
+            for (parent, name) in &entries {
+                kc.invalidate_entry(*parent, name);
+            }
+            for ino in attrs {
+                kc.invalidate_attr(ino);
+            }
+        });
+        if tokio::time::timeout(self.attr_ttl(), task).await.is_err() {
+            tracing::warn!("kernel cache invalidation is slow; continuing without waiting");
+        }
     }
 
     /// How long the kernel may cache attributes and entries.

@@ -13,7 +13,7 @@ use crate::types::{
 };
 
 /// The directory `id`, or `ENOTDIR`/`ENOENT`.
-fn dir(conn: &Connection, id: u64) -> FsResult<Inode> {
+pub(super) fn dir(conn: &Connection, id: u64) -> FsResult<Inode> {
     let d = inode::get(conn, id)?;
     if !d.is_dir() {
         return Err(errno(libc::ENOTDIR));
@@ -21,24 +21,29 @@ fn dir(conn: &Connection, id: u64) -> FsResult<Inode> {
     Ok(d)
 }
 
-/// A directory that may be changed: exists, is a directory, not locked.
-fn writable_dir(conn: &Connection, id: u64) -> FsResult<Inode> {
+/// A directory that may be changed: exists, is a directory, not locked, not removed (a
+/// removed directory that is still open or looked up takes no new entries, as on ext4).
+pub(super) fn writable_dir(conn: &Connection, id: u64) -> FsResult<Inode> {
     let d = dir(conn, id)?;
     if d.locked {
         return Err(errno(libc::EPERM));
+    }
+    if d.nlink == 0 {
+        return Err(errno(libc::ENOENT));
     }
     Ok(d)
 }
 
 /// `(entry id, inode)` of `name` in `parent`.
-fn entry(conn: &Connection, parent: u64, name: &[u8]) -> FsResult<Option<(u64, u64)>> {
+pub(super) fn entry(conn: &Connection, parent: u64, name: &[u8]) -> FsResult<Option<(u64, u64)>> {
     Ok(conn
         .prepare_cached("SELECT id, inode FROM contents WHERE parent = ?1 AND name = ?2")?
         .query_row(params![parent, name], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
-fn insert_entry(conn: &Connection, parent: u64, name: &[u8], ino: u64) -> FsResult<()> {
+/// Adds the entry `name` -> `ino` to `parent` (link counts are the caller's business).
+pub(super) fn insert_entry(conn: &Connection, parent: u64, name: &[u8], ino: u64) -> FsResult<()> {
     conn.prepare_cached("INSERT INTO contents (parent, name, inode) VALUES (?1, ?2, ?3)")?
         .execute(params![parent, name, ino])?;
     Ok(())
@@ -65,7 +70,7 @@ fn parent_of(conn: &Connection, id: u64) -> FsResult<u64> {
 }
 
 /// Whether `ancestor` is `node` or one of its ancestors.
-fn is_ancestor(conn: &Connection, ancestor: u64, mut node: u64) -> FsResult<bool> {
+pub(super) fn is_ancestor(conn: &Connection, ancestor: u64, mut node: u64) -> FsResult<bool> {
     loop {
         if node == ancestor {
             return Ok(true);

@@ -44,6 +44,7 @@ impl Db {
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.set_prepared_statement_cache_capacity(128);
+        super::create_temp_tables(&conn)?;
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("s3ql-db".into())

@@ -6,4 +6,4 @@ mod schema;
 pub(crate) mod upload;
 
 pub use db::Db;
-pub(crate) use schema::{create_schema, META_NEXT_OBJECT_ID};
+pub(crate) use schema::{create_schema, create_temp_tables, META_NEXT_OBJECT_ID};

@@ -61,6 +61,19 @@ CREATE TABLE fs_meta (
 );
 ";
 
+/// Temporary tables of the owner connection for set-based operations on many inodes (whole
+/// trees). They are never part of the stored metadata; whoever fills one empties it first.
+const TEMP_SCHEMA: &str = "
+CREATE TEMP TABLE inode_set (id INTEGER PRIMARY KEY);
+CREATE TEMP TABLE inode_map (old INTEGER PRIMARY KEY, new INTEGER NOT NULL UNIQUE);
+CREATE TEMP TABLE block_delta (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+";
+
+/// Creates the temporary tables of a connection (see `TEMP_SCHEMA`).
+pub(crate) fn create_temp_tables(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(TEMP_SCHEMA)
+}
+
 /// Creates every table of an empty database.
 pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;

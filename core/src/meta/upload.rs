@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{FsError, FsResult};
-use crate::format::{self, Compression};
+use crate::format::{Codec, Compression};
 use crate::meta::Db;
 use crate::storage::ObjectStore;
 
@@ -60,9 +60,14 @@ fn snapshot_path(db: &Path) -> PathBuf {
 }
 
 /// Reads the manifest of `generation`.
-pub(crate) async fn load_manifest(store: &dyn ObjectStore, generation: u64) -> FsResult<Manifest> {
-    let object = store.get(&manifest_name(generation)).await?;
-    let json = format::decode(&object)?;
+pub(crate) async fn load_manifest(
+    store: &dyn ObjectStore,
+    codec: &Codec,
+    generation: u64,
+) -> FsResult<Manifest> {
+    let name = manifest_name(generation);
+    let object = store.get(&name).await?;
+    let json = codec.decode(&name, &object)?;
     serde_json::from_slice(&json)
         .map_err(|e| FsError::Inconsistent(format!("manifest {generation}: {e}")))
 }
@@ -70,6 +75,7 @@ pub(crate) async fn load_manifest(store: &dyn ObjectStore, generation: u64) -> F
 /// Uploads a snapshot of `db` as `generation`, reusing the unchanged chunks of `previous`.
 pub(crate) async fn upload(
     store: &dyn ObjectStore,
+    codec: &Codec,
     db: &Db,
     previous: Option<&Manifest>,
     generation: u64,
@@ -115,9 +121,11 @@ pub(crate) async fn upload(
         .map(|(name, idx)| {
             let start = idx * CHUNK_SIZE;
             let plain = bytes[start..(start + CHUNK_SIZE).min(bytes.len())].to_vec();
+            let codec = codec.clone();
             async move {
-                let object = tokio::task::spawn_blocking(move || {
-                    format::encode(&plain, Compression::Zstd(3))
+                let object = tokio::task::spawn_blocking({
+                    let name = name.clone();
+                    move || codec.encode(&name, &plain, Compression::Zstd(3))
                 })
                 .await
                 .map_err(|e| FsError::Inconsistent(e.to_string()))?;
@@ -132,10 +140,11 @@ pub(crate) async fn upload(
 
     let manifest = Manifest { generation, chunks };
     let json = serde_json::to_vec(&manifest).map_err(|e| FsError::Inconsistent(e.to_string()))?;
+    let name = manifest_name(generation);
     store
         .put(
-            &manifest_name(generation),
-            Bytes::from(format::encode(&json, Compression::Zstd(3))),
+            &name,
+            Bytes::from(codec.encode(&name, &json, Compression::Zstd(3))),
         )
         .await?;
     let report = UploadReport {
@@ -148,14 +157,15 @@ pub(crate) async fn upload(
 /// Downloads generation `generation` into a new database file at `db_path`.
 pub(crate) async fn download(
     store: &dyn ObjectStore,
+    codec: &Codec,
     generation: u64,
     db_path: &Path,
 ) -> FsResult<()> {
-    let manifest = load_manifest(store, generation).await?;
+    let manifest = load_manifest(store, codec, generation).await?;
     let chunks: Vec<Vec<u8>> = futures::stream::iter(manifest.chunks.iter())
         .map(|c| async move {
             let object = store.get(&c.object).await?;
-            let plain = format::decode(&object)?;
+            let plain = codec.decode(&c.object, &object)?;
             if hex::encode(Sha256::digest(&plain)) != c.sha256 {
                 return Err(FsError::Inconsistent(format!(
                     "metadata chunk {} does not match its checksum",
@@ -181,13 +191,13 @@ pub(crate) async fn download(
 
 /// Deletes manifests beyond the newest [`KEPT_GENERATIONS`] and every chunk that no kept
 /// manifest references. Failures are logged; the next run retries.
-pub(crate) async fn expire(store: &dyn ObjectStore, current: u64) {
-    if let Err(e) = try_expire(store, current).await {
+pub(crate) async fn expire(store: &dyn ObjectStore, codec: &Codec, current: u64) {
+    if let Err(e) = try_expire(store, codec, current).await {
         tracing::warn!("could not expire old metadata generations: {e}");
     }
 }
 
-async fn try_expire(store: &dyn ObjectStore, current: u64) -> FsResult<()> {
+async fn try_expire(store: &dyn ObjectStore, codec: &Codec, current: u64) -> FsResult<()> {
     let mut generations: Vec<u64> = store
         .list(MANIFEST_PREFIX)
         .await?
@@ -199,7 +209,7 @@ async fn try_expire(store: &dyn ObjectStore, current: u64) -> FsResult<()> {
     let (kept, old) = generations.split_at(generations.len().min(KEPT_GENERATIONS));
     let mut live = std::collections::HashSet::new();
     for g in kept {
-        for c in load_manifest(store, *g).await?.chunks {
+        for c in load_manifest(store, codec, *g).await?.chunks {
             live.insert(c.object);
         }
     }

@@ -6,16 +6,18 @@ use s3ql_core::{Filesystem, MkfsOptions};
 use crate::exit::{self, code, fail};
 use crate::logging::{self, LogTarget};
 use crate::options::{self, LogArgs, StorageArgs};
-use crate::{backend, mounts};
+use crate::{backend, mounts, prompt};
 
 const LONG_ABOUT: &str = "\
 Create a new S3QL filesystem at STORAGE_URL.
 
-Storage URLs: local://PATH (PATH must be an existing directory). The s3, s3c, gs, swift and
-sftp backends are not supported yet.
-
-Encryption is not implemented yet: every filesystem is created unencrypted (as with --plain);
-data is still compressed, and every block is verified against its SHA-256 when read.";
+Unless --plain is given, the filesystem is encrypted (AES-256-GCM under a random master
+key, itself wrapped with a key derived from your passphrase by argon2id). The passphrase is
+asked for twice on a terminal, or read as one line from standard input otherwise; it is
+never taken from the authinfo2 file. mkfs.s3ql prints the master key: keep it somewhere
+safe, 's3qladm recover-key' sets a new passphrase with it if the passphrase is lost.
+Unencrypted filesystems are still compressed, and every block is verified against its
+SHA-256 when read.";
 
 /// Command line of `mkfs.s3ql`.
 #[derive(Debug, Parser)]
@@ -39,8 +41,7 @@ pub struct MkfsArgs {
     /// Accepted for compatibility with S3QL; s3ql-rs uploads metadata in its own chunks
     #[arg(long, value_name = "KiB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub metadata_block_size: u64,
-    /// Create an unencrypted filesystem (currently every filesystem is unencrypted:
-    /// encryption is not implemented yet)
+    /// Create an unencrypted filesystem (no passphrase; data still compressed and checksummed)
     #[arg(long)]
     pub plain: bool,
     /// Overwrite an existing filesystem at this storage URL, deleting all its data
@@ -90,9 +91,6 @@ pub fn run(args: MkfsArgs) -> anyhow::Result<()> {
             ),
         ));
     }
-    if !args.plain {
-        tracing::warn!("encryption is not implemented yet: creating an unencrypted filesystem");
-    }
     let data_block_size = args
         .data_block_size
         .checked_mul(1024)
@@ -102,7 +100,12 @@ pub fn run(args: MkfsArgs) -> anyhow::Result<()> {
         args.metadata_block_size
     );
 
-    let store = backend::open_store(&resolved.url)?;
+    let passphrase = if args.plain {
+        None
+    } else {
+        Some(prompt::new_passphrase()?)
+    };
+    let store = backend::open_store(&resolved)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(resolved.max_threads)
         .thread_name("s3ql-worker")
@@ -116,9 +119,17 @@ pub fn run(args: MkfsArgs) -> anyhow::Result<()> {
         force: args.force,
         root_uid: uid,
         root_gid: gid,
+        passphrase,
     };
     tracing::info!("Creating filesystem at {}", resolved.canonical_url);
-    runtime.block_on(Filesystem::mkfs(store, &resolved.cache_path, opts))?;
+    let key = runtime.block_on(Filesystem::mkfs(store, &resolved.cache_path, opts))?;
     tracing::info!("Filesystem created.");
+    if let Some(key) = key {
+        println!("Please store the following master key in a safe location. It allows");
+        println!("decryption of the filesystem if you lose your passphrase (s3qladm recover-key).");
+        println!("---BEGIN MASTER KEY---");
+        println!("{}", key.to_text());
+        println!("---END MASTER KEY---");
+    }
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::exit::{self, code, fail};
 use crate::logging::{self, LogTarget};
 use crate::mount_opts::rewrite_mount_args;
 use crate::options::{self, LogArgs, Resolved, StorageArgs};
-use crate::{backend, fusermount, mounts, paths};
+use crate::{backend, fusermount, mounts, paths, unlock};
 
 const LONG_ABOUT: &str = "\
 Mount the S3QL filesystem at STORAGE_URL on MOUNTPOINT.
@@ -35,11 +35,13 @@ The mount(8) form is accepted too, for `mount -t s3ql` and /etc/fstab:
   mount.s3ql STORAGE_URL MOUNTPOINT -o opt,opt=value,...
 where `opt` means --opt and `opt=value` means --opt value (`_` may be used for `-`). The words
 rw, defaults, auto, noauto, user, nouser, users, owner, group, _netdev, nofail, nobootwait,
-mand, nomand, diratime, nodiratime, relatime, norelatime and strictatime are ignored; the
-kernel flags dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async and dirsync are
-passed to the FUSE mount; ro is refused (exit 35).
+mand, nomand, diratime, nodiratime, relatime, norelatime, strictatime, x-* and comment=* are
+ignored; the kernel flags dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async
+and dirsync are passed to the FUSE mount; ro is refused (exit 35).
 
-Storage URLs: local://PATH. The s3, s3c, gs, swift and sftp backends are not supported yet.";
+Storage URLs: local://PATH, s3://REGION/BUCKET[/PREFIX], s3c://HOST[:PORT]/BUCKET[/PREFIX] (and
+s3c4://), gs://BUCKET[/PREFIX], swift://HOST[:PORT]/CONTAINER[/PREFIX], sftp://[USER@]HOST/PATH.
+Credentials: authinfo2 backend-login/backend-password, else the environment, else asked for.";
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -49,10 +51,14 @@ Exit codes:
   3   unknown backend option
   10  the log file cannot be created or written
   12  the authinfo2 file is readable by group or others
+  14  the backend rejected the credentials
+  15  the credentials do not allow access
   16  the storage location does not exist
   18  there is no s3ql filesystem at the storage URL
+  19  the backend's host name cannot be resolved
   30  the filesystem was not unmounted cleanly: run fsck.s3ql
-  31  the filesystem is mounted elsewhere (or was not unmounted cleanly)
+  31  the filesystem is mounted elsewhere (the message names host, pid and since when), or
+      a crashed mount left its lock: run fsck.s3ql
   32  the filesystem revision is too old: run s3qladm upgrade
   33  the filesystem revision is too new for this version
   35  read-only mounting (-o ro) was requested
@@ -235,7 +241,9 @@ fn prepare(args: &MountArgs, kernel_flags: Vec<String>) -> anyhow::Result<MountP
 
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let passphrase = unlock::passphrase_if_needed(&resolved)?;
     let options = MountOptions {
+        passphrase,
         cache_path: resolved.cache_path.clone(),
         cache_size,
         compression,
@@ -297,13 +305,14 @@ fn serve_inner(plan: MountPlan, pipe: &mut Option<ResultPipe>) -> anyhow::Result
             )
         })?;
 
-    let store = backend::open_store(&resolved.url)?;
+    let store = backend::open_store(&resolved)?;
     tracing::info!(
         "Mounting {} at {}",
         resolved.canonical_url,
         mountpoint.display()
     );
     let fs: Arc<Filesystem> = runtime.block_on(Filesystem::mount(store, options))?;
+    fs.set_log_control(Box::new(logging::set_level));
 
     let mounted = match s3ql_fuser::mount(
         Arc::clone(&fs),

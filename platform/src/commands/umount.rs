@@ -6,16 +6,14 @@
 //! `fusermount3 -u` (or `fusermount -u`, or `umount` as root); then wait until the daemon,
 //! which now uploads the metadata, has exited. Prints nothing on success.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::exit::{self, code, fail};
-use crate::logging::{self, LogTarget};
 use crate::mounts::{self, MountEntry, S3QL_FSTYPE};
-use crate::options::{self, LogArgs};
+use crate::options::{self, ToolLogArgs};
 use crate::{ctrl, fusermount};
 
 const EXIT_CODES: &str = "\
@@ -46,12 +44,9 @@ pub struct UmountArgs {
     /// Lazy unmount: detach now, even if busy, and do not wait for the upload
     #[arg(short = 'z', long)]
     pub lazy: bool,
-    /// Log target: a file, `syslog`, or `none` (console)
-    #[arg(long, value_name = "TARGET", default_value = "none")]
-    pub log: String,
     /// Logging options.
     #[command(flatten)]
-    pub logging: LogArgs,
+    pub log: ToolLogArgs,
 }
 
 /// Entry point of `umount.s3ql`.
@@ -61,7 +56,7 @@ pub fn main() -> ! {
 
 /// Runs `umount.s3ql` with parsed arguments.
 pub fn run(args: UmountArgs) -> anyhow::Result<()> {
-    logging::init(&LogTarget::parse(&args.log), &args.logging, "umount.s3ql")?;
+    args.log.init("umount.s3ql")?;
     let table = mounts::read_mounts()
         .map_err(|e| fail(code::GENERIC, format!("cannot read /proc/mounts: {e}")))?;
     let (mountpoint, entry) = find_mount(&table, &args.mountpoint)?;
@@ -86,7 +81,7 @@ pub fn run(args: UmountArgs) -> anyhow::Result<()> {
         });
     }
 
-    sync_filesystem(&mountpoint);
+    ctrl::sync_filesystem(&mountpoint);
     tracing::debug!("flushing the cache of {}", mountpoint.display());
     ctrl::set(&ctrl::ctrl_path(&mountpoint), "s3ql_flushcache!", b"").map_err(|e| {
         let hint = if e.raw_os_error() == Some(libc::ENOTCONN) {
@@ -165,24 +160,6 @@ fn is_s3ql(entry: &MountEntry, mountpoint: &Path) -> bool {
         }
 }
 
-/// `syncfs` on the mount, so the kernel's cached writes reach the daemon before the flush.
-fn sync_filesystem(mountpoint: &Path) {
-    match std::fs::File::open(mountpoint) {
-        Ok(dir) => {
-            // SAFETY: `dir` is an open descriptor for the duration of the call.
-            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-                tracing::warn!(
-                    "syncfs {} failed: {}",
-                    mountpoint.display(),
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
-        // A dead daemon (ENOTCONN) is reported by the flush that follows.
-        Err(e) => tracing::debug!("cannot open {}: {e}", mountpoint.display()),
-    }
-}
-
 /// The command line of process `pid`, if it exists.
 fn process_cmdline(pid: libc::pid_t) -> Option<Vec<u8>> {
     std::fs::read(format!("/proc/{pid}/cmdline")).ok()
@@ -218,7 +195,7 @@ mod tests {
         UmountArgs::command().debug_assert();
         let a = UmountArgs::try_parse_from(["umount.s3ql", "-z", "/mnt"]).expect("parses");
         assert!(a.lazy);
-        assert_eq!(a.log, "none");
+        assert_eq!(a.log.log, "none");
     }
 
     #[test]

@@ -1,0 +1,236 @@
+//! The S3QL tree operations: snapshots (`copy_tree`, s3qlcp), immutable trees (`lock_tree`,
+//! s3qllock) and removal of whole trees (`remove_tree`, s3qlrm). Each collects the tree's
+//! inodes with one recursive query and changes them with a few set-based statements in one
+//! metadata transaction, so its cost is a local database transaction whatever the size of
+//! the files (only `copy_tree` may first wait for dirty blocks to be uploaded).
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use rusqlite::{params, Connection};
+
+use super::inode;
+use super::namespace::{dir, entry, insert_entry, is_ancestor, writable_dir};
+use super::{check_new_name, Filesystem};
+use crate::error::{errno, FsResult};
+use crate::types::{Attr, Timestamp, CTRL_INODE, CTRL_NAME};
+
+/// `mode & S_IFMT` of a directory, for SQL.
+const IS_DIR: &str = "((mode & 61440) = 16384)";
+
+/// Empties the temporary table `inode_set` and fills it with `top` and every inode below it
+/// (directories cannot be hard-linked, so the recursion ends; files linked twice are listed
+/// once).
+fn collect_tree(conn: &Connection, top: u64) -> FsResult<()> {
+    conn.prepare_cached("DELETE FROM temp.inode_set")?
+        .execute([])?;
+    conn.prepare_cached(
+        "WITH RECURSIVE tree(id) AS
+             (SELECT ?1 UNION SELECT c.inode FROM contents c JOIN tree t ON c.parent = t.id)
+         INSERT INTO temp.inode_set (id) SELECT id FROM tree",
+    )?
+    .execute([top])?;
+    Ok(())
+}
+
+/// Why `copy_tree(src, dst_parent, name)` cannot run, if it cannot: `ENOENT`/`ENOTDIR` for
+/// a bad source, `EPERM` for a locked target directory, `EEXIST` for an existing target,
+/// `EINVAL` for a target inside the source.
+fn check_copy(conn: &Connection, src: u64, dst_parent: u64, name: &[u8]) -> FsResult<()> {
+    let source = dir(conn, src)?;
+    if source.nlink == 0 {
+        return Err(errno(libc::ENOENT));
+    }
+    writable_dir(conn, dst_parent)?;
+    if entry(conn, dst_parent, name)?.is_some() {
+        return Err(errno(libc::EEXIST));
+    }
+    if is_ancestor(conn, src, dst_parent)? {
+        return Err(errno(libc::EINVAL));
+    }
+    Ok(())
+}
+
+/// The database part of `copy_tree`: new inodes (fresh numbers, attributes as they are,
+/// unlocked), entries, symlink targets, xattrs and block references for the tree below
+/// `src`, whose copy becomes entry `name` of `dst_parent`. Returns the copy's attributes.
+fn copy_in_db(conn: &Connection, src: u64, dst_parent: u64, name: &[u8]) -> FsResult<Attr> {
+    check_copy(conn, src, dst_parent, name)?;
+    collect_tree(conn, src)?;
+    // New inode numbers follow every number ever used (inode numbers are never reused).
+    let base: u64 = conn.query_row(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'inodes'), 0),
+                    COALESCE((SELECT MAX(id) FROM inodes), 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    for sql in [
+        "DELETE FROM temp.inode_map",
+        "INSERT INTO temp.inode_map (old, new)
+         SELECT id, ?1 + ROW_NUMBER() OVER (ORDER BY id) FROM temp.inode_set",
+        "INSERT INTO inodes (id, mode, uid, gid, atime_ns, mtime_ns, ctime_ns, size, rdev, nlink, locked)
+         SELECT m.new, i.mode, i.uid, i.gid, i.atime_ns, i.mtime_ns, i.ctime_ns, i.size, i.rdev, i.nlink, 0
+         FROM temp.inode_map m JOIN inodes i ON i.id = m.old",
+        "INSERT INTO contents (parent, name, inode)
+         SELECT p.new, c.name, m.new
+         FROM temp.inode_map p JOIN contents c ON c.parent = p.old JOIN temp.inode_map m ON m.old = c.inode",
+        "INSERT INTO symlink_targets (inode, target)
+         SELECT m.new, s.target FROM temp.inode_map m JOIN symlink_targets s ON s.inode = m.old",
+        "INSERT INTO ext_attributes (inode, name, value)
+         SELECT m.new, x.name, x.value FROM temp.inode_map m JOIN ext_attributes x ON x.inode = m.old",
+    ] {
+        let mut stmt = conn.prepare_cached(sql)?;
+        if stmt.parameter_count() == 1 {
+            stmt.execute([base])?;
+        } else {
+            stmt.execute([])?;
+        }
+    }
+    crate::blocks::copy_blocks_of_map(conn)?;
+    let top: u64 = conn
+        .prepare_cached("SELECT new FROM temp.inode_map WHERE old = ?1")?
+        .query_row([src], |r| r.get(0))?;
+    insert_entry(conn, dst_parent, name, top)?;
+    // A copied file keeps only the links inside the copy (hard links to places outside the
+    // tree are not copied); directories keep 2 + subdirectories, all of which were copied.
+    conn.prepare_cached(&format!(
+        "UPDATE inodes SET nlink = (SELECT COUNT(*) FROM contents c WHERE c.inode = inodes.id)
+         WHERE id > ?1 AND NOT {IS_DIR}"
+    ))?
+    .execute([base])?;
+    inode::touch_dir(conn, dst_parent, Timestamp::now(), 1)?;
+    Ok(inode::get(conn, top)?.attr())
+}
+
+/// The database part of `remove_tree`: removes entry `name` of `parent` and every entry
+/// below it; each inode of the tree loses the links from inside the tree (directories all
+/// of theirs). Returns the inodes left without any link.
+fn detach_tree(conn: &Connection, parent: u64, name: &[u8]) -> FsResult<Vec<u64>> {
+    writable_dir(conn, parent)?;
+    let (entry_id, top) = entry(conn, parent, name)?.ok_or_else(|| errno(libc::ENOENT))?;
+    let top_is_dir = inode::get(conn, top)?.is_dir();
+    collect_tree(conn, top)?;
+    let now = Timestamp::now();
+    conn.prepare_cached("DELETE FROM contents WHERE id = ?1")?
+        .execute([entry_id])?;
+    conn.prepare_cached(&format!(
+        "UPDATE inodes SET ctime_ns = ?2, nlink = nlink - (id = ?1)
+             - (SELECT COUNT(*) FROM contents c
+                WHERE c.inode = inodes.id AND c.parent IN (SELECT id FROM temp.inode_set))
+         WHERE id IN (SELECT id FROM temp.inode_set) AND NOT {IS_DIR}"
+    ))?
+    .execute(params![top, now.nanos])?;
+    conn.prepare_cached(&format!(
+        "UPDATE inodes SET nlink = 0 WHERE id IN (SELECT id FROM temp.inode_set) AND {IS_DIR}"
+    ))?
+    .execute([])?;
+    conn.prepare_cached("DELETE FROM contents WHERE parent IN (SELECT id FROM temp.inode_set)")?
+        .execute([])?;
+    inode::touch_dir(conn, parent, now, -i64::from(top_is_dir))?;
+    let unlinked = conn
+        .prepare_cached(
+            "SELECT i.id FROM temp.inode_set s JOIN inodes i ON i.id = s.id WHERE i.nlink = 0",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(unlinked)
+}
+
+impl Filesystem {
+    /// Copies the directory tree `src` to the new entry `name` of `dst_parent` (s3qlcp),
+    /// copying no file data: the copy's files share the source's stored blocks, and a later
+    /// write to either side goes to that side's own blocks only (a block is changed by
+    /// storing a new one and re-pointing one inode). Modes, owners, nanosecond times,
+    /// xattrs, symlink targets and hard-link groups inside the tree are preserved; links
+    /// to places outside the tree are not; the copy is not locked.
+    ///
+    /// The copy is a point-in-time image: it holds exactly the writes and size changes
+    /// that completed before it was taken (writers wait for it), and the namespace as of
+    /// its metadata transaction. To get there, dirty blocks are uploaded first (so this
+    /// needs the backend, unlike every other metadata operation), once while writers go
+    /// on and once more, for what they wrote meanwhile, while they wait.
+    ///
+    /// Errors: `ENOENT`/`ENOTDIR` (source), `EPERM` (target directory locked), `EEXIST`
+    /// (target exists), `EINVAL` (target inside the source), `EIO` (upload failed).
+    pub async fn copy_tree(&self, src: u64, dst_parent: u64, name: &OsStr) -> FsResult<Attr> {
+        check_new_name(name)?;
+        let name = name.as_bytes().to_vec();
+        let early = name.clone();
+        self.db
+            .call(move |c| check_copy(c, src, dst_parent, &early))
+            .await?;
+        self.cache.flush_all().await?;
+        let gate = self.control.write_gate.write().await;
+        self.cache.flush_all().await?;
+        let n = name.clone();
+        let attr = self
+            .db
+            .call(move |c| copy_in_db(c, src, dst_parent, &n))
+            .await?;
+        drop(gate);
+        tracing::debug!("copied tree {src} to inode {}", attr.ino);
+        self.invalidate_kernel(
+            vec![(dst_parent, OsString::from_vec(name))],
+            vec![dst_parent],
+        )
+        .await;
+        Ok(attr)
+    }
+
+    /// Makes `ino` and everything below it immutable (s3qllock), also after a remount:
+    /// every change of a locked inode or of the entries of a locked directory fails with
+    /// `EPERM`, including writes through handles opened before the lock. There is no unlock;
+    /// [`Filesystem::remove_tree`] removes a locked tree.
+    pub async fn lock_tree(&self, ino: u64) -> FsResult<()> {
+        if ino == CTRL_INODE {
+            return Err(errno(libc::EINVAL));
+        }
+        // Writers check the in-memory flag under the gate, so none is half done.
+        let gate = self.control.write_gate.write().await;
+        let locked: Vec<u64> = self
+            .db
+            .call(move |c| {
+                inode::get(c, ino)?;
+                collect_tree(c, ino)?;
+                c.prepare_cached(
+                    "UPDATE inodes SET locked = 1 WHERE id IN (SELECT id FROM temp.inode_set)",
+                )?
+                .execute([])?;
+                let ids = c
+                    .prepare_cached("SELECT id FROM temp.inode_set")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                Ok(ids)
+            })
+            .await?;
+        {
+            let mut nodes = self.nodes();
+            for id in &locked {
+                if let Some(refs) = nodes.get_mut(id) {
+                    refs.locked = true;
+                }
+            }
+        }
+        drop(gate);
+        tracing::debug!("locked {} inodes below {ino}", locked.len());
+        self.invalidate_kernel(Vec::new(), vec![ino]).await;
+        Ok(())
+    }
+
+    /// Removes entry `name` of `parent` with everything below it (s3qlrm), locked or not,
+    /// in one metadata transaction; the parent itself must not be locked (`EPERM`). Inodes
+    /// still linked from outside the tree stay; inodes the kernel still references or that
+    /// are open stay readable until released; all others and their data are deleted at once.
+    /// The kernel's cached entries are invalidated before this returns.
+    pub async fn remove_tree(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        if name.as_bytes() == CTRL_NAME {
+            return Err(errno(libc::EACCES));
+        }
+        let n = name.as_bytes().to_vec();
+        let unlinked = self.db.call(move |c| detach_tree(c, parent, &n)).await?;
+        tracing::debug!("removed {name:?} from {parent}: {} inodes", unlinked.len());
+        self.invalidate_kernel(vec![(parent, name.to_owned())], vec![parent])
+            .await;
+        self.free_unlinked(unlinked).await
+    }
+}
