@@ -30,6 +30,19 @@ async fn data_objects(store: &MemoryStore) -> usize {
     store.list("s3ql_data_").await.expect("list").len()
 }
 
+/// Asserts that the store holds `n` data objects once the deletions that run in the
+/// background after a commit (unreferenced objects, duplicates of concurrent uploads) are
+/// done.
+async fn assert_data_objects(store: &MemoryStore, n: usize, what: &str) {
+    for _ in 0..100 {
+        if data_objects(store).await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(data_objects(store).await, n, "{what}");
+}
+
 async fn read_all(fs: &Filesystem, ino: u64) -> Vec<u8> {
     fs.read(ino, 0, 0, u32::MAX).await.expect("read")
 }
@@ -142,14 +155,20 @@ async fn copies_are_independent() {
     let original = vec![7u8; 3 * BLOCK as usize];
     fs.write(file.ino, fh, 0, &original).await.expect("write");
     fs.flush_cache().await.expect("flush");
-    let objects = data_objects(&store).await;
+    let before = fs.stats().await.expect("stats");
 
     let copy = fs
         .copy_tree(src.ino, ROOT_INODE, name("copy"))
         .await
         .expect("copy");
     fs.flush_cache().await.expect("flush");
-    assert_eq!(data_objects(&store).await, objects, "a copy stores no data");
+    let after = fs.stats().await.expect("stats");
+    assert_eq!(
+        (after.objects, after.stored_bytes),
+        (before.objects, before.stored_bytes),
+        "a copy stores no data"
+    );
+    assert_eq!(after.data_bytes, 2 * before.data_bytes);
     let copied = fs.lookup(copy.ino, name("f")).await.expect("lookup").ino;
     assert_ne!(copied, file.ino);
 
@@ -291,7 +310,7 @@ async fn remove_tree_keeps_outside_links_and_frees_the_rest() {
         .expect("link");
     fs.link(b.ino, sub.ino, name("b2")).await.expect("link");
     fs.flush_cache().await.expect("flush");
-    assert_eq!(data_objects(&store).await, 2);
+    assert_data_objects(&store, 2, "a's block and b's block").await;
     for ino in [d.ino, sub.ino, a.ino, b.ino] {
         fs.forget(ino, 10);
     }
@@ -304,14 +323,7 @@ async fn remove_tree_keeps_outside_links_and_frees_the_rest() {
     let after = fs.stats().await.expect("stats");
     assert_eq!(after.inodes, before.inodes - 3, "d, sub and a are gone");
     assert_eq!(after.entries, before.entries - 5);
-    // Object deletion runs right after the commit, in the background.
-    for _ in 0..100 {
-        if data_objects(&store).await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(data_objects(&store).await, 1, "only b's block is left");
+    assert_data_objects(&store, 1, "only b's block is left").await;
     assert!(fs.check_refcounts().await.expect("check").is_empty());
     fs.unmount().await.expect("unmount");
 }

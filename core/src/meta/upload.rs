@@ -197,15 +197,23 @@ pub(crate) async fn expire(store: &dyn ObjectStore, codec: &Codec, current: u64)
     }
 }
 
-async fn try_expire(store: &dyn ObjectStore, codec: &Codec, current: u64) -> FsResult<()> {
+/// The generations whose manifests are in the store, newest first. Each of them can be
+/// loaded with [`download`]: fsck.s3ql and s3qladm fall back to an older one when the
+/// newest is damaged.
+pub(crate) async fn list_generations(store: &dyn ObjectStore) -> FsResult<Vec<u64>> {
     let mut generations: Vec<u64> = store
         .list(MANIFEST_PREFIX)
         .await?
         .iter()
         .filter_map(|o| o.name[MANIFEST_PREFIX.len()..].parse().ok())
-        .filter(|g| *g <= current)
         .collect();
     generations.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(generations)
+}
+
+async fn try_expire(store: &dyn ObjectStore, codec: &Codec, current: u64) -> FsResult<()> {
+    let mut generations = list_generations(store).await?;
+    generations.retain(|g| *g <= current);
     let (kept, old) = generations.split_at(generations.len().min(KEPT_GENERATIONS));
     let mut live = std::collections::HashSet::new();
     for g in kept {
@@ -226,4 +234,59 @@ async fn try_expire(store: &dyn ObjectStore, codec: &Codec, current: u64) -> FsR
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStore;
+
+    async fn rows(db: &Db) -> Vec<i64> {
+        db.call(|c| {
+            let mut stmt = c.prepare("SELECT v FROM t ORDER BY v")?;
+            let v = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<i64>, _>>()?;
+            Ok(v)
+        })
+        .await
+        .expect("query")
+    }
+
+    #[tokio::test]
+    async fn old_generations_are_kept_and_each_one_loads() {
+        let store = MemoryStore::new();
+        let codec = Codec::plain();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("a.db")).expect("db");
+        db.call(|c| Ok(c.execute_batch("CREATE TABLE t (v INTEGER)")?))
+            .await
+            .expect("schema");
+        let total = KEPT_GENERATIONS as u64 + 3;
+        let mut previous = None;
+        for generation in 1..=total {
+            db.call(move |c| Ok(c.execute("INSERT INTO t VALUES (?1)", [generation])?))
+                .await
+                .expect("insert");
+            let (manifest, _) = upload(&store, &codec, &db, previous.as_ref(), generation)
+                .await
+                .expect("upload");
+            previous = Some(manifest);
+            expire(&store, &codec, generation).await;
+        }
+        let kept = list_generations(&store).await.expect("list");
+        let expected: Vec<u64> = (total + 1 - KEPT_GENERATIONS as u64..=total)
+            .rev()
+            .collect();
+        assert_eq!(kept, expected);
+        for generation in kept {
+            let path = dir.path().join(format!("g{generation}.db"));
+            download(&store, &codec, generation, &path)
+                .await
+                .expect("download an old generation");
+            let old = Db::open(&path).expect("open");
+            let want: Vec<i64> = (1..=generation as i64).collect();
+            assert_eq!(rows(&old).await, want, "generation {generation}");
+        }
+    }
 }
