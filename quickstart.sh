@@ -12,7 +12,8 @@
 #
 # Needs root (apt-get, /dev/fuse, installing to /usr/local) and a Rust toolchain >= 1.85
 # (https://rustup.rs). Nothing here downloads prebuilt binaries: cargo builds everything
-# from crates.io sources.
+# from crates.io sources. The filesystem is created unencrypted (--plain) so that this runs
+# without prompts; see README.md for encrypted filesystems.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -20,7 +21,6 @@ STORE=${S3QL_STORE:-/var/lib/s3ql-rs/store}
 MNT=${S3QL_MNT:-/mnt/s3ql}
 PREFIX=${PREFIX:-/usr/local}
 URL=local://$STORE
-COMMANDS=(mkfs.s3ql mount.s3ql umount.s3ql)
 
 say() { printf '\033[1mquickstart:\033[0m %s\n' "$*"; }
 die() { printf 'quickstart: error: %s\n' "$*" >&2; exit 1; }
@@ -51,12 +51,18 @@ command -v cargo >/dev/null || die "cargo not found: install Rust >= 1.85 (https
 say "building (cargo build --release; the first build takes a few minutes)"
 cargo build --release --workspace --bins
 
-# 3. Install the commands.
+# 3. Install the commands under their S3QL names (target/release has them as symlinks to
+#    the cargo binaries; install copies the files they point to).
 install -d "$PREFIX/bin"
-for c in "${COMMANDS[@]}"; do
-    install -m 755 "target/release/$c" "$PREFIX/bin/$c"
+installed=()
+for c in mkfs.s3ql mount.s3ql umount.s3ql fsck.s3ql s3qladm s3qlcp s3qlctrl s3qllock \
+    s3qlrm s3qlstat s3ql_verify; do
+    if [ -e "target/release/$c" ]; then
+        install -m 755 "target/release/$c" "$PREFIX/bin/$c"
+        installed+=("$c")
+    fi
 done
-say "installed ${COMMANDS[*]} into $PREFIX/bin"
+say "installed ${installed[*]} into $PREFIX/bin"
 BIN=$PREFIX/bin
 
 # 4. Filesystem.

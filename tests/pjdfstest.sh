@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# POSIX conformance: runs pjdfstest 0.2.2 on a fresh s3ql-rs filesystem (local:// backend,
-# mounted with --allow-other) and fails if too few tests pass or too many fail.
+# POSIX conformance: runs pjdfstest 0.2.2 on a fresh s3ql-rs filesystem (mounted with
+# --allow-other) and fails if too few tests pass or too many fail.
 #
-#   tests/pjdfstest.sh                    # needs root and /dev/fuse
+#   tests/pjdfstest.sh                    # local:// backend; needs root and /dev/fuse
+#   S3QL_TEST_BACKEND=s3c tests/pjdfstest.sh   # s3c:// on the embedded test S3 server
 #
 # Environment:
 #   PJD_MIN_PASS   least number of passed tests (default 370; ext4 passes 383 of 398 here)
 #   PJD_MAX_FAIL   most failed tests allowed (default 5)
-#   S3QL_BIN_DIR   where mkfs.s3ql, mount.s3ql, umount.s3ql are (default target/debug)
+#   S3QL_TEST_BACKEND  local (default) or s3c: s3c://127.0.0.1:PORT/bucket/pjd/ served by
+#                  s3ql-test-s3-server (built with the workspace bins) on a free port
+#   S3QL_BIN_DIR   where mkfs.s3ql, mount.s3ql, umount.s3ql (and s3ql-test-s3-server) are
+#                  (default target/debug)
 #   PJDFSTEST      the pjdfstest binary (default: `pjdfstest` on PATH, else it is installed
 #                  with `cargo install pjdfstest --version 0.2.2 --locked`)
 #   PJD_TIMEOUT    seconds pjdfstest may run (default 1200)
@@ -58,7 +62,23 @@ WORK=$(mktemp -d /tmp/s3ql-pjdfstest.XXXXXX)
 chmod 755 "$WORK"
 STORE=$WORK/store CACHE=$WORK/cache MNT=$WORK/mnt
 mkdir -p "$STORE" "$CACHE" "$MNT"
-URL=local://$STORE
+BACKEND=${S3QL_TEST_BACKEND:-local}
+S3_PID=
+case "$BACKEND" in
+    local) URL=local://$STORE ;;
+    s3c)
+        [ -x "$BIN_DIR/s3ql-test-s3-server" ] || die "$BIN_DIR/s3ql-test-s3-server not found: run 'cargo build --workspace --bins' first"
+        "$BIN_DIR/s3ql-test-s3-server" "$STORE" "$WORK/s3.port" bucket 2>"$WORK/s3.log" &
+        S3_PID=$!
+        for _ in $(seq 100); do [ -s "$WORK/s3.port" ] && break; sleep 0.1; done
+        [ -s "$WORK/s3.port" ] || die "the test S3 server did not start: $(cat "$WORK/s3.log")"
+        URL=s3c://127.0.0.1:$(cat "$WORK/s3.port")/bucket/pjd/
+        printf '[s3]\nstorage-url: s3c://\nbackend-login: s3ql-test-key\nbackend-password: s3ql-test-secret\nbackend-options: no-ssl\n' >"$WORK/authinfo2"
+        chmod 600 "$WORK/authinfo2"
+        ;;
+    *) die "S3QL_TEST_BACKEND=$BACKEND: expected local or s3c" ;;
+esac
+say "backend: $URL"
 COMMON=(--cachedir "$CACHE" --authfile "$WORK/authinfo2")
 MOUNTED=0
 
@@ -71,6 +91,10 @@ cleanup() {
             fusermount3 -u -z "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
             rc=1
         fi
+    fi
+    if [ -n "$S3_PID" ]; then
+        kill "$S3_PID" 2>/dev/null || true
+        wait "$S3_PID" 2>/dev/null || true
     fi
     if [ "${KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then
         say "work directory kept: $WORK"

@@ -16,39 +16,63 @@ const PASSPHRASE: &str = "correct horse battery staple";
 const MARKER: &str = "PLAINTEXT-MARKER-7f3a9c";
 const SECRET_NAME: &str = "secret-file-name-5b2e.txt";
 
-/// Creates the filesystem: `--plain`, or encrypted with [`PASSPHRASE`] given on stdin
-/// (and written to the authfile for the mounts).
-fn make(fs: &TestFs, encrypted: bool) {
-    if !encrypted {
-        fs.mkfs();
-        return;
-    }
-    let mut child = Command::new(bin("mkfs.s3ql"))
-        .arg("--cachedir")
-        .arg(&fs.cache)
-        .arg("--authfile")
-        .arg(&fs.authfile)
-        .arg(&fs.url)
+/// Runs the s3ql-rs command `name` with `args` and `input` on stdin; returns (exit code,
+/// stdout, stderr).
+fn run_with_input(
+    name: &str,
+    args: &[&std::ffi::OsStr],
+    input: &str,
+) -> (Option<i32>, String, String) {
+    let mut child = Command::new(bin(name))
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start mkfs.s3ql");
+        .expect("start command");
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(format!("{PASSPHRASE}\n").as_bytes())
-        .expect("write passphrase");
-    let out = child.wait_with_output().expect("mkfs.s3ql");
-    assert!(
-        out.status.success(),
-        "mkfs.s3ql failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("---BEGIN MASTER KEY---"));
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Creates the filesystem: `--plain`, or encrypted with [`PASSPHRASE`] given on stdin
+/// (and written to the authfile for the mounts). Returns the master key mkfs printed.
+fn make(fs: &TestFs, encrypted: bool) -> Option<String> {
+    if !encrypted {
+        fs.mkfs();
+        return None;
+    }
+    let args = [
+        "--cachedir".as_ref(),
+        fs.cache.as_os_str(),
+        "--authfile".as_ref(),
+        fs.authfile.as_os_str(),
+        fs.url.as_ref(),
+    ];
+    let (code, stdout, stderr) = run_with_input("mkfs.s3ql", &args, &format!("{PASSPHRASE}\n"));
+    assert_eq!(code, Some(0), "mkfs.s3ql failed: {stderr}");
+    let key = stdout
+        .lines()
+        .skip_while(|l| *l != "---BEGIN MASTER KEY---")
+        .nth(1)
+        .expect("mkfs.s3ql printed no master key")
+        .to_owned();
+    set_passphrase(fs, PASSPHRASE);
+    Some(key)
+}
+
+fn set_passphrase(fs: &TestFs, passphrase: &str) {
     fs.write_authfile(
-        &format!("[fs]\nstorage-url: local://\nfs-passphrase: {PASSPHRASE}\n"),
+        &format!("[fs]\nstorage-url: local://\nfs-passphrase: {passphrase}\n"),
         0o600,
     );
 }
@@ -119,7 +143,7 @@ fn damaged_object_is_eio(encrypted: bool) {
     let Some(mut fs) = TestFs::new(name) else {
         return;
     };
-    make(&fs, encrypted);
+    let _ = make(&fs, encrypted);
     fs.mount();
     let victim = random_bytes(3 << 20);
     let bystander = random_bytes(100 << 10);
@@ -204,7 +228,7 @@ fn wrong_passphrase_changes_nothing() {
     let Some(mut fs) = TestFs::new("wrong_passphrase_changes_nothing") else {
         return;
     };
-    make(&fs, true);
+    let _ = make(&fs, true);
     fs.mount();
     fs::write(fs.mnt.join("f"), b"data").expect("write");
     fs.umount();
@@ -236,4 +260,63 @@ fn wrong_passphrase_changes_nothing() {
         );
     }
     note("wrong_passphrase_changes_nothing: exit 17, storage byte-identical (names, sizes, mtimes, SHA-256)");
+}
+
+#[test]
+fn passphrase_change_and_key_recovery() {
+    let Some(mut fs) = TestFs::new("passphrase_change_and_key_recovery") else {
+        return;
+    };
+    let key = make(&fs, true).expect("encrypted");
+    fs.mount();
+    fs::write(fs.mnt.join("f"), b"kept across passphrase changes").expect("write");
+    fs.umount();
+    let common = |fs: &TestFs| -> Vec<std::ffi::OsString> {
+        vec![
+            "--cachedir".into(),
+            fs.cache.clone().into(),
+            "--authfile".into(),
+            fs.authfile.clone().into(),
+        ]
+    };
+    let adm = |fs: &TestFs, action: &str, input: &str| {
+        let mut args = common(fs);
+        args.push(action.into());
+        args.push(fs.url.clone().into());
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        run_with_input("s3qladm", &args, input)
+    };
+
+    // Change: old from the authfile, new from stdin.
+    let (code, _, stderr) = adm(&fs, "passphrase", "second passphrase\n");
+    assert_eq!(code, Some(0), "s3qladm passphrase: {stderr}");
+    let mnt = fs.mnt.clone();
+    fs.mount_cmd(&[], &mnt).expect_code(17);
+    set_passphrase(&fs, "second passphrase");
+    fs.new_cache();
+    fs.mount();
+    assert_eq!(
+        fs::read(fs.mnt.join("f")).expect("read"),
+        b"kept across passphrase changes"
+    );
+    fs.umount();
+
+    // Recovery: a wrong key is refused, the right one sets a new passphrase.
+    let (code, _, _) = adm(
+        &fs,
+        "recover-key",
+        "AAAA AAAA AAAA AAAA AAAA AAAA AAAA AAAA AAAA AAAA AAA=\nx\n",
+    );
+    assert_eq!(code, Some(1), "a wrong master key must be refused");
+    let (code, _, stderr) = adm(&fs, "recover-key", &format!("{key}\nthird passphrase\n"));
+    assert_eq!(code, Some(0), "s3qladm recover-key: {stderr}");
+    set_passphrase(&fs, "third passphrase");
+    fs.new_cache();
+    fs.mount();
+    assert_eq!(
+        fs::read(fs.mnt.join("f")).expect("read"),
+        b"kept across passphrase changes"
+    );
+    fs.umount();
+    note("passphrase_change_and_key_recovery: old passphrase refused (17), data readable after change and after recover-key");
 }
