@@ -7,7 +7,8 @@
 # 2. cargo clippy --workspace --all-targets -- -D warnings
 # 3. cargo build --workspace --bins          (the integration tests drive these binaries)
 # 4. cargo test --workspace --no-fail-fast   (unit, property and real-mount tests)
-# 5. tests/pjdfstest.sh                      (POSIX conformance over a real mount)
+# 5. tests/pjdfstest.sh                      (POSIX conformance over a real mount, local://)
+# 6. S3QL_TEST_BACKEND=s3c tests/pjdfstest.sh (the same over s3c:// on the embedded S3 server)
 #
 # Every step runs even if an earlier one failed (except after a failed build), and the
 # script exits non-zero if any failed. The real-mount steps need root and /dev/fuse: without
@@ -72,6 +73,7 @@ fi
 step test run_tests
 if [ "$can_mount" = 1 ]; then
     step pjdfstest tests/pjdfstest.sh
+    step pjdfstest-s3c env S3QL_TEST_BACKEND=s3c tests/pjdfstest.sh
 elif [ "${CI:-}" = true ]; then
     echo "ci/test.sh: pjdfstest cannot run ($why_not) and CI=true" >&2
     results+=("FAILED  pjdfstest (cannot run: $why_not)")

@@ -423,6 +423,12 @@ impl BlockCache {
             .collect()
     }
 
+    /// Uploads the blocks that are dirty now, once (unlike `flush_all`, this ends while
+    /// writers go on; what they write meanwhile stays dirty).
+    pub(crate) async fn flush_dirty_now(&self) -> FsResult<()> {
+        self.upload_all(self.dirty_entries(None)).await
+    }
+
     /// Uploads every dirty block; fails if any could not be uploaded (it stays dirty).
     pub(crate) async fn flush_all(&self) -> FsResult<()> {
         loop {

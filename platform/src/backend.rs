@@ -271,9 +271,10 @@ fn fault_config() -> Result<Option<FaultConfig>, ExitError> {
     Ok(Some(c))
 }
 
-/// Opens the object store of `resolved` (URL, backend options, credentials). Exit codes:
-/// 16 missing local directory, 19 unresolvable host, 2 bad gs login, 1 other failures.
-/// Network errors of the first requests (14, 15, 16, ...) surface where the store is used.
+/// Opens the object store of `resolved` (URL, backend options, credentials) and, for a
+/// network backend, lists it once. Exit codes: 14 rejected credentials, 15 no permission,
+/// 16 missing directory or bucket, 19 unresolvable host, 1 other failures (an unreachable
+/// endpoint after the retries, a bad gs login). Must not be called from within a runtime.
 pub fn open_store(resolved: &Resolved) -> Result<Arc<dyn ObjectStore>, ExitError> {
     let s = &resolved.backend;
     let http = HttpOptions {
@@ -389,17 +390,8 @@ pub fn open_store(resolved: &Resolved) -> Result<Arc<dyn ObjectStore>, ExitError
                 key: c.password,
                 http,
             };
-            // Authentication is one request; a short-lived runtime keeps this function
-            // usable before the daemon forks.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    ExitError::new(code::GENERIC, format!("cannot start a runtime: {e}"))
-                })?;
-            let store = runtime.block_on(OpendalStore::swift(&cfg));
-            runtime.shutdown_timeout(Duration::from_secs(1));
-            store.map_err(|e| store_failure("swift authentication failed", e))?
+            block_on(OpendalStore::swift(&cfg))?
+                .map_err(|e| store_failure("swift authentication failed", e))?
         }
         Location::Sftp {
             user,
@@ -423,7 +415,29 @@ pub fn open_store(resolved: &Resolved) -> Result<Arc<dyn ObjectStore>, ExitError
         tracing::warn!("{FAULT_INJECTION_ENV} is set: injecting storage faults {faults:?}");
         store = Arc::new(FaultyStore::new(store, faults));
     }
-    Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())))
+    let store: Arc<dyn ObjectStore> = Arc::new(RetryStore::new(store, RetryPolicy::default()));
+    if !matches!(resolved.url.location, Location::Local { .. }) {
+        // One listing request: a missing bucket (16), rejected credentials (14), a missing
+        // permission (15) or an unreachable endpoint fail here, before any other work.
+        block_on(store.list(PROBE_PREFIX))?
+            .map_err(|e| store_failure(&format!("cannot use {}", resolved.canonical_url), e))?;
+    }
+    Ok(store)
+}
+
+/// Listed once when a network store is opened (any object name works; this one is short).
+const PROBE_PREFIX: &str = "s3ql_params";
+
+/// Runs `f` on a short-lived single-threaded runtime that is shut down before returning,
+/// so that it can be used before the mount daemon forks.
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, ExitError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ExitError::new(code::GENERIC, format!("cannot start a runtime: {e}")))?;
+    let out = runtime.block_on(f);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(out)
 }
 
 #[cfg(test)]

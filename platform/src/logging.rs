@@ -87,7 +87,10 @@ pub fn debug_filter(args: &LogArgs) -> Result<EnvFilter, ExitError> {
     for module in &args.debug_modules {
         for m in module.split(',').map(str::trim).filter(|m| !m.is_empty()) {
             if m == "all" {
+                // The crate directives of the base filter are more specific than a bare
+                // level, so they are raised too.
                 directives.push("debug".to_owned());
+                directives.extend(OWN_CRATES.iter().map(|c| format!("{c}=debug")));
             } else if m.starts_with("s3ql_") || m.contains("::") {
                 directives.push(format!("{m}=debug"));
             } else {
@@ -480,7 +483,7 @@ mod tests {
     #[test]
     fn level_filters() {
         let f = level_filter("debug", &[]).expect("ok").to_string();
-        assert!(f.contains("debug"), "{f}");
+        assert!(f.contains("s3ql_core=debug"), "{f}");
         let f = level_filter("debug", &["cache".into()])
             .expect("ok")
             .to_string();

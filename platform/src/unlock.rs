@@ -14,7 +14,7 @@ use crate::prompt;
 /// else happens. Uses a short-lived single-threaded runtime that is shut down (its threads
 /// joined) before returning, so it is safe to call before daemonizing.
 pub fn passphrase_if_needed(resolved: &Resolved) -> anyhow::Result<Option<Passphrase>> {
-    let store = backend::open_store(&resolved)?;
+    let store = backend::open_store(resolved)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -468,10 +468,15 @@ impl TestFs {
                 fs::create_dir(&data).expect("create S3 data directory");
                 let server = S3Server::start(&data).expect("start the S3 server");
                 server.create_bucket("bucket").expect("create bucket");
-                let auth = format!(
-                    "[s3]\nstorage-url: s3c://\nbackend-login: {ACCESS_KEY}\n\
-                     backend-password: {SECRET_KEY}\nbackend-options: no-ssl\n"
-                );
+                let auth: String = ["s3c", "s3c4"]
+                    .iter()
+                    .map(|scheme| {
+                        format!(
+                            "[{scheme}]\nstorage-url: {scheme}://\nbackend-login: {ACCESS_KEY}\n\
+                             backend-password: {SECRET_KEY}\nbackend-options: no-ssl\n"
+                        )
+                    })
+                    .collect();
                 fs::write(&authfile, auth).expect("write authfile");
                 sys::chmod(&authfile, 0o600).expect("chmod authfile");
                 let url = format!("s3c://127.0.0.1:{}/bucket", server.port());

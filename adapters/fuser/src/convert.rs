@@ -1,9 +1,11 @@
 //! Conversions between core types and fuser types. Pure functions, no filesystem logic.
 
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, Request, TimeOrNow};
-use s3ql_core::{Attr, Caller, FileKind, FsError, RenameFlags, SetAttr, TimeSet, XattrMode};
+use s3ql_core::{
+    Attr, Caller, FileKind, FsError, RenameFlags, SetAttr, TimeSet, Timestamp, XattrMode,
+};
 
 /// `XATTR_CREATE` as the FUSE protocol carries it (Linux `<sys/xattr.h>` value).
 const XATTR_CREATE: i32 = 1;
@@ -59,11 +61,27 @@ pub(crate) fn file_attr(attr: &Attr) -> FileAttr {
     }
 }
 
+/// The time a request carried. fuser 0.18 decodes a pre-epoch kernel time `(secs < 0,
+/// nsecs > 0)` as `EPOCH - (|secs| + nsecs)` instead of `EPOCH - |secs| + nsecs`; this undoes
+/// that (the decoded distance always has `|secs|` whole seconds and `nsecs` nanoseconds).
+fn request_time(t: SystemTime) -> Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(_) => t.into(),
+        Err(e) => {
+            let d = e.duration();
+            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 1_000_000_000);
+            Timestamp {
+                nanos: (-secs).saturating_mul(1_000_000_000) + i64::from(d.subsec_nanos()),
+            }
+        }
+    }
+}
+
 /// A core `TimeSet` from fuser's `TimeOrNow`.
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(t) => TimeSet::At(t.into()),
+        TimeOrNow::SpecificTime(t) => TimeSet::At(request_time(t)),
     }
 }
 
@@ -84,7 +102,7 @@ pub(crate) fn set_attr(
         size,
         atime: atime.map(time_set),
         mtime: mtime.map(time_set),
-        ctime: ctime.map(Into::into),
+        ctime: ctime.map(request_time),
     }
 }
 

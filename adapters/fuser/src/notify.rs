@@ -1,5 +1,5 @@
 //! Kernel cache invalidation for the core (`s3ql_core::KernelCache`) through fuser's
-//! `Notifier` (FUSE_NOTIFY_INVAL_ENTRY / FUSE_NOTIFY_INVAL_INODE).
+//! `Notifier` (FUSE_NOTIFY_INVAL_ENTRY, FUSE_NOTIFY_DELETE, FUSE_NOTIFY_INVAL_INODE).
 
 use std::ffi::OsStr;
 use std::io;
@@ -25,6 +25,11 @@ impl s3ql_core::KernelCache for KernelNotifier {
     fn invalidate_entry(&self, parent: u64, name: &OsStr) {
         let res = self.0.inval_entry(INodeNo(parent), name);
         log_failure(&format!("entry {name:?} of {parent}"), res);
+    }
+
+    fn delete_entry(&self, parent: u64, child: u64, name: &OsStr) {
+        let res = self.0.delete(INodeNo(parent), INodeNo(child), name);
+        log_failure(&format!("deleted entry {name:?} of {parent}"), res);
     }
 
     fn invalidate_attr(&self, ino: u64) {

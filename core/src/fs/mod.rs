@@ -48,8 +48,18 @@ struct NodeRefs {
 pub trait KernelCache: Send + Sync {
     /// Drops the cached entry `name` of directory `parent` and everything cached below it.
     fn invalidate_entry(&self, parent: u64, name: &OsStr);
+    /// Like `invalidate_entry` for an entry that was removed and pointed at `child`: the
+    /// kernel also drops its link count of `child`, so that it forgets `child` once unused.
+    fn delete_entry(&self, parent: u64, child: u64, name: &OsStr);
     /// Drops the cached attributes of `ino`.
     fn invalidate_attr(&self, ino: u64);
+}
+
+/// A change to tell the kernel's caches about (see [`KernelCache`]).
+enum Invalidation {
+    Entry(u64, OsString),
+    Deleted(u64, u64, OsString),
+    Attr(u64),
 }
 
 /// Changes the log filter of the running daemon (`s3qlctrl log`), registered by the program
@@ -205,11 +215,11 @@ impl Filesystem {
             .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(control));
     }
 
-    /// Invalidates kernel cache `entries` and `attrs` (see [`KernelCache`]): on a blocking
+    /// Sends `changes` to the kernel's caches, in order (see [`KernelCache`]): on a blocking
     /// thread, waiting at most [`Filesystem::attr_ttl`] (after which the kernel's copies
     /// have expired anyway, so a notification stuck behind a kernel lock cannot hold up
     /// the caller).
-    async fn invalidate_kernel(&self, entries: Vec<(u64, OsString)>, attrs: Vec<u64>) {
+    async fn invalidate_kernel(&self, changes: Vec<Invalidation>) {
         let Some(kc) = self
             .control
             .kernel_cache
@@ -220,11 +230,14 @@ impl Filesystem {
             return;
         };
         let task = tokio::task::spawn_blocking(move || {
-            for (parent, name) in &entries {
-                kc.invalidate_entry(*parent, name);
-            }
-            for ino in attrs {
-                kc.invalidate_attr(ino);
+            for change in changes {
+                match change {
+                    Invalidation::Entry(parent, name) => kc.invalidate_entry(parent, &name),
+                    Invalidation::Deleted(parent, child, name) => {
+                        kc.delete_entry(parent, child, &name)
+                    }
+                    Invalidation::Attr(ino) => kc.invalidate_attr(ino),
+                }
             }
         });
         if tokio::time::timeout(self.attr_ttl(), task).await.is_err() {

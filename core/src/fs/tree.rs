@@ -4,6 +4,7 @@
 //! metadata transaction, so its cost is a local database transaction whatever the size of
 //! the files (only `copy_tree` may first wait for dirty blocks to be uploaded).
 
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
@@ -11,7 +12,7 @@ use rusqlite::{params, Connection};
 
 use super::inode;
 use super::namespace::{dir, entry, insert_entry, is_ancestor, writable_dir};
-use super::{check_new_name, Filesystem};
+use super::{check_new_name, Filesystem, Invalidation};
 use crate::error::{errno, FsResult};
 use crate::types::{Attr, Timestamp, CTRL_INODE, CTRL_NAME};
 
@@ -102,10 +103,20 @@ fn copy_in_db(conn: &Connection, src: u64, dst_parent: u64, name: &[u8]) -> FsRe
     Ok(inode::get(conn, top)?.attr())
 }
 
+/// What `detach_tree` removed.
+struct Detached {
+    /// The tree's top inode.
+    top: u64,
+    /// Every removed entry below the top: (directory, name, inode).
+    entries: Vec<(u64, Vec<u8>, u64)>,
+    /// The inodes left without any link.
+    unlinked: Vec<u64>,
+}
+
 /// The database part of `remove_tree`: removes entry `name` of `parent` and every entry
 /// below it; each inode of the tree loses the links from inside the tree (directories all
-/// of theirs). Returns the inodes left without any link.
-fn detach_tree(conn: &Connection, parent: u64, name: &[u8]) -> FsResult<Vec<u64>> {
+/// of theirs).
+fn detach_tree(conn: &Connection, parent: u64, name: &[u8]) -> FsResult<Detached> {
     writable_dir(conn, parent)?;
     let (entry_id, top) = entry(conn, parent, name)?.ok_or_else(|| errno(libc::ENOENT))?;
     let top_is_dir = inode::get(conn, top)?.is_dir();
@@ -124,8 +135,13 @@ fn detach_tree(conn: &Connection, parent: u64, name: &[u8]) -> FsResult<Vec<u64>
         "UPDATE inodes SET nlink = 0 WHERE id IN (SELECT id FROM temp.inode_set) AND {IS_DIR}"
     ))?
     .execute([])?;
-    conn.prepare_cached("DELETE FROM contents WHERE parent IN (SELECT id FROM temp.inode_set)")?
-        .execute([])?;
+    let entries = conn
+        .prepare_cached(
+            "DELETE FROM contents WHERE parent IN (SELECT id FROM temp.inode_set)
+             RETURNING parent, name, inode",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
     inode::touch_dir(conn, parent, now, -i64::from(top_is_dir))?;
     let unlinked = conn
         .prepare_cached(
@@ -133,7 +149,11 @@ fn detach_tree(conn: &Connection, parent: u64, name: &[u8]) -> FsResult<Vec<u64>
         )?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    Ok(unlinked)
+    Ok(Detached {
+        top,
+        entries,
+        unlinked,
+    })
 }
 
 impl Filesystem {
@@ -147,8 +167,8 @@ impl Filesystem {
     /// The copy is a point-in-time image: it holds exactly the writes and size changes
     /// that completed before it was taken (writers wait for it), and the namespace as of
     /// its metadata transaction. To get there, dirty blocks are uploaded first (so this
-    /// needs the backend, unlike every other metadata operation), once while writers go
-    /// on and once more, for what they wrote meanwhile, while they wait.
+    /// needs the backend, unlike every other metadata operation): those dirty at the start
+    /// while writers go on, then what they wrote meanwhile while they wait.
     ///
     /// Errors: `ENOENT`/`ENOTDIR` (source), `EPERM` (target directory locked), `EEXIST`
     /// (target exists), `EINVAL` (target inside the source), `EIO` (upload failed).
@@ -159,7 +179,7 @@ impl Filesystem {
         self.db
             .call(move |c| check_copy(c, src, dst_parent, &early))
             .await?;
-        self.cache.flush_all().await?;
+        self.cache.flush_dirty_now().await?;
         let gate = self.control.write_gate.write().await;
         self.cache.flush_all().await?;
         let n = name.clone();
@@ -169,10 +189,10 @@ impl Filesystem {
             .await?;
         drop(gate);
         tracing::debug!("copied tree {src} to inode {}", attr.ino);
-        self.invalidate_kernel(
-            vec![(dst_parent, OsString::from_vec(name))],
-            vec![dst_parent],
-        )
+        self.invalidate_kernel(vec![
+            Invalidation::Entry(dst_parent, OsString::from_vec(name)),
+            Invalidation::Attr(dst_parent),
+        ])
         .await;
         Ok(attr)
     }
@@ -213,24 +233,54 @@ impl Filesystem {
         }
         drop(gate);
         tracing::debug!("locked {} inodes below {ino}", locked.len());
-        self.invalidate_kernel(Vec::new(), vec![ino]).await;
+        self.invalidate_kernel(vec![Invalidation::Attr(ino)]).await;
         Ok(())
     }
 
     /// Removes entry `name` of `parent` with everything below it (s3qlrm), locked or not,
     /// in one metadata transaction; the parent itself must not be locked (`EPERM`). Inodes
     /// still linked from outside the tree stay; inodes the kernel still references or that
-    /// are open stay readable until released; all others and their data are deleted at once.
-    /// The kernel's cached entries are invalidated before this returns.
+    /// are open stay readable until the kernel forgets them; all others and their data are
+    /// deleted at once. The kernel is told about every removed entry it caches before this
+    /// returns (so none stays visible, and it forgets the inodes once unused).
     pub async fn remove_tree(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         if name.as_bytes() == CTRL_NAME {
             return Err(errno(libc::EACCES));
         }
         let n = name.as_bytes().to_vec();
-        let unlinked = self.db.call(move |c| detach_tree(c, parent, &n)).await?;
-        tracing::debug!("removed {name:?} from {parent}: {} inodes", unlinked.len());
-        self.invalidate_kernel(vec![(parent, name.to_owned())], vec![parent])
-            .await;
-        self.free_unlinked(unlinked).await
+        let detached = self.db.call(move |c| detach_tree(c, parent, &n)).await?;
+        tracing::debug!(
+            "removed {name:?} from {parent}: {} entries, {} inodes",
+            detached.entries.len() + 1,
+            detached.unlinked.len()
+        );
+        let mut changes = self.kernel_entries(detached.top, detached.entries);
+        changes.push(Invalidation::Deleted(parent, detached.top, name.to_owned()));
+        changes.push(Invalidation::Attr(parent));
+        self.invalidate_kernel(changes).await;
+        self.free_unlinked(detached.unlinked).await
+    }
+
+    /// The removed `entries` below `top` that the kernel may cache (only an inode it
+    /// references can have a cached entry), children before their directories (the kernel
+    /// finds an entry through its directory's cached entry).
+    fn kernel_entries(&self, top: u64, entries: Vec<(u64, Vec<u8>, u64)>) -> Vec<Invalidation> {
+        let mut by_dir: HashMap<u64, Vec<(Vec<u8>, u64)>> = HashMap::new();
+        for (dir, name, ino) in entries {
+            by_dir.entry(dir).or_default().push((name, ino));
+        }
+        let nodes = self.nodes();
+        let mut order = Vec::new();
+        let mut queue = VecDeque::from([top]);
+        while let Some(dir) = queue.pop_front() {
+            for (name, ino) in by_dir.remove(&dir).unwrap_or_default() {
+                if nodes.contains_key(&ino) {
+                    order.push(Invalidation::Deleted(dir, ino, OsString::from_vec(name)));
+                    queue.push_back(ino);
+                }
+            }
+        }
+        order.reverse();
+        order
     }
 }

@@ -175,32 +175,47 @@ impl ObjectStore for FaultyStore {
 
     fn put(&self, name: &str, data: Bytes) -> StoreFuture<'_, ()> {
         let name = name.to_owned();
-        Box::pin(async move { Ok(self.run(&name, self.inner.put(&name, data)).await?.0) })
+        Box::pin(async move {
+            self.run(&name, self.inner.put(&name, data))
+                .await
+                .map(|(v, _)| v)
+        })
     }
 
     fn put_if_absent(&self, name: &str, data: Bytes) -> StoreFuture<'_, bool> {
         let name = name.to_owned();
         Box::pin(async move {
-            Ok(self
-                .run(&name, self.inner.put_if_absent(&name, data))
-                .await?
-                .0)
+            self.run(&name, self.inner.put_if_absent(&name, data))
+                .await
+                .map(|(v, _)| v)
         })
     }
 
     fn delete(&self, name: &str) -> StoreFuture<'_, ()> {
         let name = name.to_owned();
-        Box::pin(async move { Ok(self.run(&name, self.inner.delete(&name)).await?.0) })
+        Box::pin(async move {
+            self.run(&name, self.inner.delete(&name))
+                .await
+                .map(|(v, _)| v)
+        })
     }
 
     fn list(&self, prefix: &str) -> StoreFuture<'_, Vec<ObjectInfo>> {
         let prefix = prefix.to_owned();
-        Box::pin(async move { Ok(self.run(&prefix, self.inner.list(&prefix)).await?.0) })
+        Box::pin(async move {
+            self.run(&prefix, self.inner.list(&prefix))
+                .await
+                .map(|(v, _)| v)
+        })
     }
 
     fn head(&self, name: &str) -> StoreFuture<'_, Option<u64>> {
         let name = name.to_owned();
-        Box::pin(async move { Ok(self.run(&name, self.inner.head(&name)).await?.0) })
+        Box::pin(async move {
+            self.run(&name, self.inner.head(&name))
+                .await
+                .map(|(v, _)| v)
+        })
     }
 }
 
