@@ -9,6 +9,7 @@
 # 4. cargo test --workspace --no-fail-fast   (unit, property and real-mount tests)
 # 5. tests/pjdfstest.sh                      (POSIX conformance over a real mount, local://)
 # 6. S3QL_TEST_BACKEND=s3c tests/pjdfstest.sh (the same over s3c:// on the embedded S3 server)
+# 7. S3QL_ADAPTER=fuse-backend-rs tests/pjdfstest.sh (the same through the fuse-backend-rs adapter)
 #
 # Every step runs even if an earlier one failed (except after a failed build), and the
 # script exits non-zero if any failed. The real-mount steps need root and /dev/fuse: without
@@ -74,6 +75,7 @@ step test run_tests
 if [ "$can_mount" = 1 ]; then
     step pjdfstest tests/pjdfstest.sh
     step pjdfstest-s3c env S3QL_TEST_BACKEND=s3c tests/pjdfstest.sh
+    step pjdfstest-fuse-backend-rs env S3QL_ADAPTER=fuse-backend-rs tests/pjdfstest.sh
 elif [ "${CI:-}" = true ]; then
     echo "ci/test.sh: pjdfstest cannot run ($why_not) and CI=true" >&2
     results+=("FAILED  pjdfstest (cannot run: $why_not)")

@@ -9,6 +9,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("mkfs.s3ql", "mkfs-s3ql"),
     ("mount.s3ql", "mount-s3ql"),
     ("umount.s3ql", "umount-s3ql"),
+    ("fsck.s3ql", "fsck-s3ql"),
 ];
 
 fn main() {

@@ -10,6 +10,8 @@
 #   PJD_MAX_FAIL   most failed tests allowed (default 5)
 #   S3QL_TEST_BACKEND  local (default) or s3c: s3c://127.0.0.1:PORT/bucket/pjd/ served by
 #                  s3ql-test-s3-server (built with the workspace bins) on a free port
+#   S3QL_ADAPTER   FUSE adapter, passed to mount.s3ql as --adapter: fuser or fuse-backend-rs
+#                  (default: mount.s3ql's default)
 #   S3QL_BIN_DIR   where mkfs.s3ql, mount.s3ql, umount.s3ql (and s3ql-test-s3-server) are
 #                  (default target/debug)
 #   PJDFSTEST      the pjdfstest binary (default: `pjdfstest` on PATH, else it is installed
@@ -113,7 +115,7 @@ show_log() {
 
 timeout 120 "$BIN_DIR/mkfs.s3ql" --plain "${COMMON[@]}" "$URL" >"$WORK/mkfs.out" 2>&1 ||
     { cat "$WORK/mkfs.out"; die "mkfs.s3ql failed"; }
-if ! timeout 120 "$BIN_DIR/mount.s3ql" "${COMMON[@]}" --log "$WORK/mount.log" --allow-other "$URL" "$MNT"; then
+if ! timeout 120 "$BIN_DIR/mount.s3ql" "${COMMON[@]}" ${S3QL_ADAPTER:+--adapter "$S3QL_ADAPTER"} --log "$WORK/mount.log" --allow-other "$URL" "$MNT"; then
     show_log
     die "mount.s3ql failed"
 fi

@@ -11,7 +11,9 @@ pub mod crypto;
 mod error;
 pub mod format;
 mod fs;
+pub mod fsck;
 pub mod meta;
+mod mount_config;
 pub mod mount_lock;
 pub mod params;
 pub mod passphrase;
@@ -24,5 +26,6 @@ pub use format::Compression;
 pub use fs::{
     open_codec, Filesystem, KernelCache, LogControl, MkfsOptions, MountOptions, OpenError, Stats,
 };
+pub use mount_config::MountConfig;
 pub use passphrase::Passphrase;
 pub use types::*;

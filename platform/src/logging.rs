@@ -40,7 +40,12 @@ const ROTATE_SIZE: u64 = 10 * 1024 * 1024;
 const ROTATE_KEEP: usize = 5;
 
 /// The crates whose debug messages `--debug` enables.
-const OWN_CRATES: &[&str] = &["s3ql_core", "s3ql_fuser", "s3ql_platform"];
+const OWN_CRATES: &[&str] = &[
+    "s3ql_core",
+    "s3ql_fuser",
+    "s3ql_fuse_backend",
+    "s3ql_platform",
+];
 
 /// Where `--log` sends log messages.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 #
 # Environment:
 #   N             number of files (default 100000), in DIRS directories (default 100)
-#   FILE_SIZE     bytes per file, each file distinct (default 4096)
+#   FILE_SIZE     bytes per file, random and distinct (default 4096)
 #   S3QL_BIN_DIR  where the commands are (default target/release, else target/debug)
 #   KEEP=1        keep the work directory
 #
@@ -27,6 +27,7 @@ FILE_SIZE=${FILE_SIZE:-4096}
 
 die() { printf 'snapshot.sh: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (FUSE mount)"
+command -v python3 >/dev/null || die "python3 is needed to create the files"
 for b in mkfs.s3ql mount.s3ql umount.s3ql s3qlcp s3qlrm s3qlctrl s3qlstat; do
     [ -x "$S3QL_BIN_DIR/$b" ] || die "$S3QL_BIN_DIR/$b not found: run 'cargo build --release --workspace --bins'"
 done
@@ -56,20 +57,29 @@ timed() { local t0; t0=$(now); "$@"; secs "$t0" "$(now)"; }
 data_bytes() { find "$store" -type f -name 's3ql_data_*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
 store_bytes() { find "$store" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
 settle() { sync -f "$mnt"; s3qlctrl flushcache "$mnt"; s3qlctrl backup-metadata "$mnt"; }
+db_bytes() { s3qlstat --json "$mnt" | sed -n 's/.*"db_bytes": *\([0-9]*\).*/\1/p'; }
 
 mkfs.s3ql --plain "${common[@]}" "local://$store" >/dev/null
 mount.s3ql "${common[@]}" --log "$WORK/mount.log" "local://$store" "$mnt"
 
-# N distinct files of FILE_SIZE bytes: the file number, then padding.
+# N files of FILE_SIZE incompressible bytes, each distinct (windows of one random pool, as
+# ../shared/bench/fsbench.sh does), so that neither compression nor de-duplication hides
+# the data.
 create_tree() {
-    local pad i d per=$(( (N + DIRS - 1) / DIRS ))
-    pad=$(head -c "$FILE_SIZE" /dev/zero | tr '\0' x)
-    for ((d = 0; d < DIRS; d++)); do
-        mkdir -p "$mnt/src/d$d"
-        for ((i = d * per; i < (d + 1) * per && i < N; i++)); do
-            printf '%s' "$i ${pad:0:$((FILE_SIZE - ${#i} - 1))}" > "$mnt/src/d$d/f$i"
-        done
-    done
+    python3 - "$mnt/src" "$DIRS" "$N" "$FILE_SIZE" <<'EOF'
+import os, sys
+root, ndirs, nfiles, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+per = -(-nfiles // ndirs)
+pool = os.urandom(size + nfiles * 8)
+os.mkdir(root)
+for n in range(nfiles):
+    d = os.path.join(root, f"d{n // per:04d}")
+    if n % per == 0:
+        os.mkdir(d)
+    fd = os.open(os.path.join(d, f"f{n:06d}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, pool[n * 8:n * 8 + size])
+    os.close(fd)
+EOF
 }
 echo "files=$N"
 echo "dirs=$DIRS"
@@ -78,11 +88,13 @@ echo "create_s=$(timed create_tree)"
 echo "flush_s=$(timed settle)"
 data_before=$(data_bytes)
 store_before=$(store_bytes)
+db_before=$(db_bytes)
 
 echo "s3qlcp_s=$(timed s3qlcp "$mnt/src" "$mnt/snap")"
 settle
 data_after=$(data_bytes)
 store_after=$(store_bytes)
+db_after=$(db_bytes)
 echo "data_bytes_before=$data_before"
 echo "data_bytes_after_snapshot=$data_after"
 echo "data_growth_bytes=$((data_after - data_before))"
@@ -90,9 +102,14 @@ echo "store_bytes_before=$store_before"
 echo "store_bytes_after_snapshot=$store_after"
 echo "store_growth_bytes=$((store_after - store_before))"
 echo "store_growth_pct=$(awk -v a="$store_before" -v b="$store_after" 'BEGIN { printf "%.3f", (b - a) * 100 / a }')"
+echo "db_bytes_before=$db_before"
+echo "db_bytes_after_snapshot=$db_after"
+echo "db_growth_bytes_per_file=$(( (db_after - db_before) / N ))"
 [ "$(find "$mnt/snap" -type f | wc -l)" = "$N" ] || die "the snapshot does not hold $N files"
 
 echo "cp_a_s=$(timed cp -a "$mnt/src" "$mnt/copy")"
+# The copy's data is uploaded first, so that both removals run on a quiet filesystem.
+echo "flush_after_cp_s=$(timed settle)"
 echo "s3qlrm_s=$(timed s3qlrm "$mnt/snap")"
 echo "rm_rf_s=$(timed rm -rf "$mnt/copy")"
 [ ! -e "$mnt/snap" ] || die "the snapshot is still there after s3qlrm"

@@ -681,6 +681,33 @@ impl TestFs {
         ));
     }
 
+    /// Runs `fsck.s3ql <extra> URL` with this filesystem's cache directory and authfile.
+    pub fn fsck_cmd(&self, extra: &[&str]) -> Outcome {
+        let mut cmd = Command::new(bin("fsck.s3ql"));
+        cmd.args(self.common_args())
+            .arg("--log")
+            .arg(self.root.join("fsck.log"))
+            .args(extra)
+            .arg(&self.url)
+            .stdin(Stdio::null());
+        run(&mut cmd, scaled(UMOUNT_TIMEOUT))
+    }
+
+    /// Simulates a crash: `kill -9` of the mount daemon, then a lazy unmount of the dead
+    /// mount. The cache and the mount lock stay as the daemon left them.
+    pub fn kill_mount(&mut self) {
+        let pid = self.daemon_pid.take().expect("daemon pid of the mount");
+        // SAFETY: sending a signal has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let start = Instant::now();
+        while process_alive(pid) && start.elapsed() < scaled(30) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        lazy_unmount(&self.mnt);
+        self.mounted = false;
+        self.watchdog.set(None, None);
+    }
+
     /// Switches to a new, empty cache directory (the next mount must fetch everything from
     /// the backend).
     pub fn new_cache(&mut self) {

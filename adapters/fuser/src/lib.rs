@@ -22,23 +22,10 @@ use crate::fuse_fs::FuseFs;
 use crate::inflight::InFlight;
 use crate::notify::KernelNotifier;
 
-/// How to mount: the options of `mount.s3ql` that reach the kernel mount.
-#[derive(Debug, Clone, Default)]
-pub struct MountConfig {
-    /// Source shown in mtab and `df` (`fsname=`), usually the storage URL.
-    pub fs_name: String,
-    /// Let every user access the mount (`allow_other`; needs `user_allow_other` for non-root).
-    pub allow_other: bool,
-    /// Let root access the mount besides its owner (ignored when `allow_other` is set).
-    pub allow_root: bool,
-    /// Mount read-only (`ro`).
-    pub read_only: bool,
-    /// Further `-o` words, e.g. `noatime`, `nosuid`, `nodev`, `dev`, `suid`. Words fuser
-    /// knows become its typed options (and so mount(2) flags); others pass through verbatim.
-    pub extra_options: Vec<String>,
-    /// Number of request threads (at least 1; always 1 outside Linux).
-    pub threads: usize,
-}
+/// The mount options. fuser honours all of them: words fuser knows among `extra_options`
+/// become its typed options (and so mount(2) flags), others pass through verbatim; `threads`
+/// is always 1 outside Linux.
+pub use s3ql_core::MountConfig;
 
 /// A live mount. Dropping it leaves the mount and its request threads running.
 #[derive(Debug)]

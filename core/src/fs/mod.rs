@@ -1,10 +1,10 @@
 //! The filesystem: POSIX operations over inodes, on top of the metadata database and the
 //! block cache. Every method is safe to call concurrently from many tasks.
 
-mod check;
+pub(crate) mod check;
 mod ctrl;
 mod data;
-mod inode;
+pub(crate) mod inode;
 mod lifecycle;
 mod namespace;
 mod stats;
@@ -75,6 +75,9 @@ struct Control {
     write_gate: tokio::sync::RwLock<()>,
     kernel_cache: Mutex<Option<Arc<dyn KernelCache>>>,
     log_control: Mutex<Option<Arc<LogControl>>>,
+    /// Inodes the kernel forgot, to check in one batch (a removed tree is forgotten in a
+    /// burst of thousands).
+    forgotten: Mutex<Vec<u64>>,
 }
 
 /// A mounted filesystem. Metadata operations are local database transactions; data goes
@@ -151,14 +154,36 @@ impl Filesystem {
         }
     }
 
+    /// Frees `ino` soon if it is unlinked: queued, and the queue is checked in one batch
+    /// by a task that the first queued inode starts.
     fn free_later(&self, ino: u64) {
-        if let Some(me) = self.me.upgrade() {
-            self.runtime.spawn(async move {
-                if let Err(e) = me.free_if_unlinked(ino).await {
-                    tracing::error!("could not free inode {ino}: {e}");
-                }
-            });
-        }
+        let first = {
+            let mut queue = self
+                .control
+                .forgotten
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            queue.push(ino);
+            queue.len() == 1
+        };
+        let Some(me) = self.me.upgrade().filter(|_| first) else {
+            return;
+        };
+        self.runtime.spawn(async move {
+            // Let the rest of a burst of forgets arrive.
+            tokio::task::yield_now().await;
+            let batch = std::mem::take(
+                &mut *me
+                    .control
+                    .forgotten
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+            let n = batch.len();
+            if let Err(e) = me.free_unlinked(batch).await {
+                tracing::error!("could not free {n} forgotten inodes: {e}");
+            }
+        });
     }
 
     /// Deletes `ino` if no directory entry, kernel reference or handle is left.

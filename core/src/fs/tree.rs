@@ -247,18 +247,25 @@ impl Filesystem {
         if name.as_bytes() == CTRL_NAME {
             return Err(errno(libc::EACCES));
         }
+        let start = std::time::Instant::now();
         let n = name.as_bytes().to_vec();
         let detached = self.db.call(move |c| detach_tree(c, parent, &n)).await?;
-        tracing::debug!(
-            "removed {name:?} from {parent}: {} entries, {} inodes",
-            detached.entries.len() + 1,
-            detached.unlinked.len()
-        );
+        let (entries, unlinked) = (detached.entries.len() + 1, detached.unlinked.len());
+        let detach_time = start.elapsed();
         let mut changes = self.kernel_entries(detached.top, detached.entries);
         changes.push(Invalidation::Deleted(parent, detached.top, name.to_owned()));
         changes.push(Invalidation::Attr(parent));
+        let notified = changes.len();
         self.invalidate_kernel(changes).await;
-        self.free_unlinked(detached.unlinked).await
+        let notify_time = start.elapsed();
+        self.free_unlinked(detached.unlinked).await?;
+        tracing::debug!(
+            "removed {name:?} from {parent}: {entries} entries, {unlinked} inodes unlinked; \
+             detached after {detach_time:?}, {notified} kernel notifications done after \
+             {notify_time:?}, freed after {:?}",
+            start.elapsed()
+        );
+        Ok(())
     }
 
     /// The removed `entries` below `top` that the kernel may cache (only an inode it

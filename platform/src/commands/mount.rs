@@ -133,6 +133,11 @@ pub struct MountArgs {
     /// [default: ~/.s3ql/mount.log]
     #[arg(long, value_name = "TARGET")]
     pub log: Option<String>,
+    /// FUSE library that serves the mount: `fuser` or `fuse-backend-rs` (fuse-backend-rs
+    /// always mounts nosuid,nodev,noatime and cannot pass other -o words or --allow-root)
+    /// [default: fuser on Linux and FreeBSD, fuse-backend-rs on macOS]
+    #[arg(long, value_enum, default_value_t = Adapter::default(), hide_default_value = true)]
+    pub adapter: Adapter,
     /// Options shared by the commands that take a storage URL.
     #[command(flatten)]
     pub storage: StorageArgs,
@@ -141,13 +146,35 @@ pub struct MountArgs {
     pub logging: LogArgs,
 }
 
+/// The FUSE binding that serves a mount (`--adapter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Adapter {
+    /// The fuser crate (Linux /dev/fuse, FreeBSD fusefs).
+    Fuser,
+    /// The fuse-backend-rs crate (Linux /dev/fuse, macFUSE or FUSE-T on macOS).
+    #[value(name = "fuse-backend-rs")]
+    FuseBackendRs,
+}
+
+impl Default for Adapter {
+    /// fuse-backend-rs on macOS, fuser elsewhere.
+    fn default() -> Self {
+        if cfg!(target_os = "macos") {
+            Adapter::FuseBackendRs
+        } else {
+            Adapter::Fuser
+        }
+    }
+}
+
 /// Everything needed to mount, computed before forking.
 #[derive(Debug)]
 struct MountPlan {
     resolved: Resolved,
     mountpoint: PathBuf,
     options: MountOptions,
-    fuse: s3ql_fuser::MountConfig,
+    fuse: s3ql_core::MountConfig,
+    adapter: Adapter,
 }
 
 /// Entry point of `mount.s3ql`.
@@ -254,7 +281,7 @@ fn prepare(args: &MountArgs, kernel_flags: Vec<String>) -> anyhow::Result<MountP
         owner_uid: uid,
         owner_gid: gid,
     };
-    let fuse = s3ql_fuser::MountConfig {
+    let fuse = s3ql_core::MountConfig {
         fs_name: args
             .fs_name
             .clone()
@@ -270,6 +297,7 @@ fn prepare(args: &MountArgs, kernel_flags: Vec<String>) -> anyhow::Result<MountP
         mountpoint,
         options,
         fuse,
+        adapter: args.adapter,
     })
 }
 
@@ -292,6 +320,7 @@ fn serve_inner(plan: MountPlan, pipe: &mut Option<ResultPipe>) -> anyhow::Result
         mountpoint,
         options,
         fuse,
+        adapter,
     } = plan;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(resolved.max_threads)
@@ -314,13 +343,15 @@ fn serve_inner(plan: MountPlan, pipe: &mut Option<ResultPipe>) -> anyhow::Result
     let fs: Arc<Filesystem> = runtime.block_on(Filesystem::mount(store, options))?;
     fs.set_log_control(Box::new(logging::set_level));
 
-    let mounted = match s3ql_fuser::mount(
-        Arc::clone(&fs),
-        runtime.handle().clone(),
-        &mountpoint,
-        &fuse,
-    ) {
-        Ok(m) => m,
+    let (handle, fs2) = (runtime.handle().clone(), Arc::clone(&fs));
+    let mounted: std::io::Result<Box<dyn FnOnce() -> std::io::Result<()>>> = match adapter {
+        Adapter::Fuser => s3ql_fuser::mount(fs2, handle, &mountpoint, &fuse)
+            .map(|m| Box::new(move || m.wait()) as _),
+        Adapter::FuseBackendRs => s3ql_fuse_backend::mount(fs2, handle, &mountpoint, &fuse)
+            .map(|m| Box::new(move || m.wait()) as _),
+    };
+    let wait = match mounted {
+        Ok(wait) => wait,
         Err(e) => {
             if let Err(u) = runtime.block_on(fs.unmount()) {
                 tracing::error!(
@@ -333,7 +364,10 @@ fn serve_inner(plan: MountPlan, pipe: &mut Option<ResultPipe>) -> anyhow::Result
             ));
         }
     };
-    tracing::info!("Filesystem mounted at {}", mountpoint.display());
+    tracing::info!(
+        "Filesystem mounted at {} (adapter {adapter:?})",
+        mountpoint.display()
+    );
 
     if let Some(pipe) = pipe.take() {
         if let Err(e) = daemon::detach_stdio() {
@@ -343,7 +377,7 @@ fn serve_inner(plan: MountPlan, pipe: &mut Option<ResultPipe>) -> anyhow::Result
     }
 
     runtime.spawn(unmount_on_signal(mountpoint.clone()));
-    if let Err(e) = mounted.wait() {
+    if let Err(e) = wait() {
         tracing::warn!("the FUSE session ended with an error: {e}");
     }
     tracing::info!("Unmounting: uploading data and metadata");

@@ -1,0 +1,315 @@
+//! fsck: recovery after a crashed mount, and damaged-filesystem fixtures.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use s3ql_core::format::Codec;
+use s3ql_core::fsck::{verify, Fsck, FsckOptions, FsckReport, VerifyOptions};
+use s3ql_core::mount_lock::{LockHolder, LOCK_OBJECT};
+use s3ql_core::storage::{MemoryStore, ObjectStore};
+use s3ql_core::{Caller, Filesystem, ROOT_INODE};
+
+const BLOCK: u64 = 4096;
+const CALLER: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 1,
+};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| seed.wrapping_add((i / 7) as u8) | 1)
+        .collect()
+}
+
+async fn write_file(fs: &Filesystem, name: &str, data: &[u8], sync: bool) -> u64 {
+    let (attr, fh) = fs
+        .create(CALLER, ROOT_INODE, OsStr::new(name), 0o644, 0)
+        .await
+        .expect("create");
+    fs.write(attr.ino, fh, 0, data).await.expect("write");
+    if sync {
+        fs.fsync(attr.ino, false).await.expect("fsync");
+    }
+    fs.release(attr.ino, fh).await.expect("release");
+    attr.ino
+}
+
+async fn read_file(fs: &Filesystem, name: &str) -> Vec<u8> {
+    let attr = fs
+        .lookup(ROOT_INODE, OsStr::new(name))
+        .await
+        .expect("lookup");
+    let fh = fs.open(attr.ino, libc::O_RDONLY).await.expect("open");
+    let data = fs
+        .read(attr.ino, fh, 0, attr.size as u32)
+        .await
+        .expect("read");
+    fs.release(attr.ino, fh).await.expect("release");
+    data
+}
+
+async fn fsck(store: &MemoryStore, dir: &Path, force: bool) -> FsckReport {
+    let opts = FsckOptions {
+        force,
+        force_remote: true,
+        ..FsckOptions::default()
+    };
+    Fsck::run(
+        Arc::new(store.clone()),
+        &dir.join("fs"),
+        Codec::plain(),
+        opts,
+    )
+    .await
+    .expect("fsck")
+}
+
+async fn mount(store: &MemoryStore, dir: &Path) -> Arc<Filesystem> {
+    Filesystem::mount(Arc::new(store.clone()), common::mount_options(dir))
+        .await
+        .expect("mount")
+}
+
+fn has(report: &FsckReport, needle: &str) -> bool {
+    report.problems.iter().any(|p| p.contains(needle))
+}
+
+#[test]
+fn crash_then_fsck_keeps_everything_fsynced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MemoryStore::new();
+    let big = pattern(3, 5 * BLOCK as usize + 100);
+    let small = pattern(9, 10);
+    let rewritten = pattern(20, 2 * BLOCK as usize);
+    // A mount that crashes: its runtime (write-back, all tasks) is dropped without unmount.
+    {
+        let rt = runtime();
+        rt.block_on(async {
+            let fs = common::mkfs_and_mount(&store, dir.path(), BLOCK).await;
+            write_file(&fs, "uploaded", &big, true).await;
+            fs.flush_cache().await.expect("flush");
+            fs.backup_metadata().await.expect("backup");
+            write_file(&fs, "synced", &big, true).await;
+            write_file(&fs, "small", &small, true).await;
+            // Overwrite an uploaded file in place: newest data must win over the object.
+            let attr = fs
+                .lookup(ROOT_INODE, OsStr::new("uploaded"))
+                .await
+                .expect("lookup");
+            let fh = fs.open(attr.ino, libc::O_WRONLY).await.expect("open");
+            fs.write(attr.ino, fh, 0, &rewritten).await.expect("write");
+            fs.fsync(attr.ino, false).await.expect("fsync");
+            fs.release(attr.ino, fh).await.expect("release");
+            write_file(&fs, "unsynced", &small, false).await;
+            // A file unlinked while open.
+            let (gone, fh) = fs
+                .create(CALLER, ROOT_INODE, OsStr::new("gone"), 0o644, 0)
+                .await
+                .expect("create");
+            fs.write(gone.ino, fh, 0, &big).await.expect("write");
+            fs.unlink(ROOT_INODE, OsStr::new("gone"))
+                .await
+                .expect("unlink");
+            fs.fsync(gone.ino, false).await.expect("fsync");
+        });
+        drop(rt);
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let refused = Filesystem::mount(Arc::new(store.clone()), common::mount_options(dir.path()))
+            .await
+            .expect_err("mount after a crash");
+        assert_eq!(refused.exit_code(), 31, "{refused}");
+
+        let report = fsck(&store, dir.path(), false).await;
+        assert!(report.found_errors(), "{report:?}");
+        assert!(has(&report, "not unmounted cleanly"), "{report:?}");
+        assert!(has(&report, "stale mount lock"), "{report:?}");
+        assert!(has(&report, "/synced was not uploaded"), "{report:?}");
+        assert!(
+            report.notes.iter().any(|n| n.contains("unlinked inode")),
+            "{report:?}"
+        );
+
+        let fs = mount(&store, dir.path()).await;
+        let mut expected_uploaded = big.clone();
+        expected_uploaded[..rewritten.len()].copy_from_slice(&rewritten);
+        assert_eq!(read_file(&fs, "uploaded").await, expected_uploaded);
+        assert_eq!(read_file(&fs, "synced").await, big);
+        assert_eq!(read_file(&fs, "small").await, small);
+        write_file(&fs, "after", &small, true).await;
+        assert_eq!(read_file(&fs, "after").await, small);
+        assert_eq!(
+            fs.check_refcounts().await.expect("check"),
+            Vec::<String>::new()
+        );
+        fs.unmount().await.expect("unmount");
+
+        let again = fsck(&store, dir.path(), true).await;
+        assert_eq!(again.problems, Vec::<String>::new());
+        assert!(!fsck(&store, dir.path(), false).await.found_errors());
+    });
+}
+
+fn damage_db(dir: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(dir.join("fs.db")).expect("open db");
+    conn.execute_batch(sql).expect("damage");
+}
+
+#[test]
+fn damaged_filesystems_are_reported_and_repaired() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MemoryStore::new();
+    let rt = runtime();
+    rt.block_on(async {
+        let fs = common::mkfs_and_mount(&store, dir.path(), BLOCK).await;
+        // Flushed one by one, so that object numbers follow the order of the files.
+        write_file(&fs, "lost-data", &pattern(1, BLOCK as usize), true).await;
+        fs.flush_cache().await.expect("flush");
+        write_file(&fs, "shared-a", &pattern(2, BLOCK as usize), true).await;
+        write_file(&fs, "shared-b", &pattern(2, BLOCK as usize), true).await;
+        fs.flush_cache().await.expect("flush");
+        let orphan = write_file(&fs, "orphan", &pattern(4, 100), true).await;
+        fs.unmount().await.expect("unmount");
+        drop(fs);
+
+        // Missing object: the one of "lost-data" (object 1, written first).
+        store.delete("s3ql_data_1").await.expect("delete");
+        // Unreferenced object.
+        store
+            .put("s3ql_data_999", Bytes::from_static(b"junk"))
+            .await
+            .expect("put");
+        // Wrong reference count, dangling entry, orphan inode (local database only).
+        damage_db(
+            dir.path(),
+            &format!(
+                "UPDATE blocks SET refcount = 7 WHERE obj_id = 2;
+                 INSERT INTO contents (parent, name, inode) VALUES (1, CAST('ghost' AS BLOB), 9999);
+                 DELETE FROM contents WHERE inode = {orphan};"
+            ),
+        );
+        // Stale lock of a mount that is gone.
+        let holder = LockHolder {
+            host: "elsewhere".into(),
+            pid: 4_000_000,
+            since: 0,
+            mount_id: "x".into(),
+        };
+        store
+            .put(
+                LOCK_OBJECT,
+                Bytes::from(serde_json::to_vec(&holder).expect("json")),
+            )
+            .await
+            .expect("lock");
+        let refused = Fsck::run(
+            Arc::new(store.clone()),
+            &dir.path().join("fs"),
+            Codec::plain(),
+            FsckOptions::default(),
+        )
+        .await
+        .expect_err("a lock held elsewhere needs confirmation");
+        assert_eq!(refused.exit_code(), 41);
+
+        let report = fsck(&store, dir.path(), true).await;
+        for needle in [
+            "object s3ql_data_1 is missing: /lost-data bytes 0..4096 now read as zeros",
+            "object s3ql_data_999 (4 bytes) is not used by any file; deleted",
+            "block reference count of",
+            "stored 7, recomputed 2",
+            "entry \"ghost\" in / points to missing inode 9999; removed",
+            &format!("inode {orphan} is not reachable from the root; moved to /lost+found/inode-{orphan}"),
+            "stale mount lock of host elsewhere, pid 4000000",
+        ] {
+            assert!(has(&report, needle), "{needle:?} not in {:#?}", report.problems);
+        }
+        let again = fsck(&store, dir.path(), true).await;
+        assert_eq!(again.problems, Vec::<String>::new());
+
+        let fs = mount(&store, dir.path()).await;
+        assert_eq!(read_file(&fs, "lost-data").await, vec![0; BLOCK as usize]);
+        assert_eq!(read_file(&fs, "shared-b").await, pattern(2, BLOCK as usize));
+        let lost = fs
+            .lookup(ROOT_INODE, OsStr::new("lost+found"))
+            .await
+            .expect("lost+found");
+        let moved = fs
+            .lookup(lost.ino, OsStr::new(&format!("inode-{orphan}")))
+            .await
+            .expect("moved orphan");
+        assert_eq!(moved.ino, orphan);
+        fs.unmount().await.expect("unmount");
+    });
+}
+
+#[test]
+fn verify_finds_missing_and_corrupted_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MemoryStore::new();
+    let rt = runtime();
+    rt.block_on(async {
+        let fs = common::mkfs_and_mount(&store, dir.path(), BLOCK).await;
+        for i in 0..4u8 {
+            write_file(
+                &fs,
+                &format!("f{i}"),
+                &pattern(i * 40, BLOCK as usize),
+                true,
+            )
+            .await;
+        }
+        fs.unmount().await.expect("unmount");
+        drop(fs);
+        let opts = VerifyOptions {
+            data: true,
+            start_with: 0,
+            max_connections: 4,
+        };
+        let cache = dir.path().join("fs");
+        let clean = verify(&store, &cache, &Codec::plain(), &opts)
+            .await
+            .expect("verify");
+        assert_eq!(
+            (clean.checked, clean.missing.len(), clean.corrupted.len()),
+            (4, 0, 0)
+        );
+
+        store.delete("s3ql_data_2").await.expect("delete");
+        let mut object = store.get("s3ql_data_3").await.expect("get").to_vec();
+        let last = object.len() - 1;
+        object[last] ^= 1;
+        store
+            .put("s3ql_data_3", Bytes::from(object))
+            .await
+            .expect("put");
+        let found = verify(&store, &cache, &Codec::plain(), &opts)
+            .await
+            .expect("verify");
+        assert_eq!(found.missing, vec!["s3ql_data_2".to_owned()]);
+        assert_eq!(found.corrupted, vec!["s3ql_data_3".to_owned()]);
+        let quick = VerifyOptions {
+            data: false,
+            ..opts
+        };
+        let found = verify(&store, &cache, &Codec::plain(), &quick)
+            .await
+            .expect("verify");
+        assert_eq!(found.missing, vec!["s3ql_data_2".to_owned()]);
+        assert!(found.corrupted.is_empty());
+    });
+}
