@@ -113,18 +113,20 @@ pub async fn break_mount_lock(store: &dyn ObjectStore) -> Result<Option<LockHold
     Ok(holder)
 }
 
-/// Whether `holder` is provably gone: a mount of this host whose process no longer runs.
-/// A holder on another host is never provably gone.
+/// Whether `holder` is provably gone: a mount of this host whose process no longer runs
+/// (or is a zombie). A holder on another host is never provably gone.
 pub fn holder_is_gone(holder: &LockHolder) -> bool {
     if holder.host != host_name() {
         return false;
     }
-    let Ok(pid) = libc::pid_t::try_from(holder.pid) else {
-        return true;
-    };
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    match std::fs::read_to_string(format!("/proc/{}/stat", holder.pid)) {
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| matches!(state, 'Z' | 'X')),
+    }
 }
 
 impl MountLock {

@@ -179,7 +179,7 @@ fn damaged_filesystems_are_reported_and_repaired() {
         // Flushed one by one, so that object numbers follow the order of the files.
         write_file(&fs, "lost-data", &pattern(1, BLOCK as usize), true).await;
         fs.flush_cache().await.expect("flush");
-        write_file(&fs, "shared-a", &pattern(2, BLOCK as usize), true).await;
+        let shared = write_file(&fs, "shared-a", &pattern(2, BLOCK as usize), true).await;
         write_file(&fs, "shared-b", &pattern(2, BLOCK as usize), true).await;
         fs.flush_cache().await.expect("flush");
         let orphan = write_file(&fs, "orphan", &pattern(4, 100), true).await;
@@ -197,7 +197,8 @@ fn damaged_filesystems_are_reported_and_repaired() {
         damage_db(
             dir.path(),
             &format!(
-                "UPDATE blocks SET refcount = 7 WHERE obj_id = 2;
+                "UPDATE blocks SET refcount = 7
+                 WHERE id = (SELECT block_id FROM inode_blocks WHERE inode = {shared});
                  INSERT INTO contents (parent, name, inode) VALUES (1, CAST('ghost' AS BLOB), 9999);
                  DELETE FROM contents WHERE inode = {orphan};"
             ),
@@ -232,6 +233,7 @@ fn damaged_filesystems_are_reported_and_repaired() {
             "object s3ql_data_999 (4 bytes) is not used by any file; deleted",
             "block reference count of",
             "stored 7, recomputed 2",
+            "is already in use; set to 1000",
             "entry \"ghost\" in / points to missing inode 9999; removed",
             &format!("inode {orphan} is not reachable from the root; moved to /lost+found/inode-{orphan}"),
             "stale mount lock of host elsewhere, pid 4000000",

@@ -38,10 +38,10 @@ fn crash_and_recover(test: &str, backend: Backend) {
         let data = random_bytes((i % 7) * 50 * KIB + i);
         let name = format!("synced-{i}");
         write_synced(&fs.mnt.join(&name), &data);
-        synced.push((name, data));
         if i % 10 == 0 {
             fs::write(fs.mnt.join(format!("unsynced-{i}")), &data).expect("write unsynced");
         }
+        synced.push((name, data));
     }
     // A rewrite of an old file, then a large file whose upload is running when we kill.
     let rewritten = random_bytes(100 * KIB);

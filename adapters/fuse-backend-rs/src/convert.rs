@@ -246,7 +246,7 @@ mod tests {
         );
         assert_eq!((st.st_mtime, st.st_mtime_nsec), (-1, 999_999_995));
         assert_eq!((st.st_ctime, st.st_ctime_nsec), (0, 3));
-        assert_eq!(mode(&st), libc::S_IFLNK | 0o4755);
+        assert_eq!(mode(&st), 0o120_000 | 0o4755);
         assert_eq!((st.st_nlink, st.st_uid, st.st_gid), (3, 1000, 100));
         assert_eq!((st.st_rdev, st.st_blksize, st.st_blocks), (0x0801, 4096, 7));
     }
