@@ -78,11 +78,6 @@ fn usage_errors_are_exit_2() {
     assert_eq!(code(&s.run(MKFS, &["--no-such-option", &s.url()])), 2);
     assert_eq!(code(&s.run(MKFS, &[])), 2);
     assert_error(&s.run(MKFS, &["/not/a/url"]), 2, "not a valid storage URL");
-    assert_error(
-        &s.run(MKFS, &["s3://eu-west-1/bucket"]),
-        2,
-        "backend s3 is not supported yet",
-    );
     assert_error(&s.run(MKFS, &["nosuch://x"]), 2, "unknown storage backend");
 }
 

@@ -100,12 +100,13 @@ pub fn run(args: MkfsArgs) -> anyhow::Result<()> {
         args.metadata_block_size
     );
 
+    // The storage is checked (location, credentials) before the passphrase is asked for.
+    let store = backend::open_store(&resolved)?;
     let passphrase = if args.plain {
         None
     } else {
         Some(prompt::new_passphrase()?)
     };
-    let store = backend::open_store(&resolved)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(resolved.max_threads)
         .thread_name("s3ql-worker")
