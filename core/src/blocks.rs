@@ -145,21 +145,36 @@ pub(crate) fn remove_blocks_from(
     Ok(dead)
 }
 
+/// Adds `sign` (1 or -1) times the number of references from the inodes of `inodes` (a
+/// query of one column `ino`) to the refcount of each block they use; leaves the counts per
+/// block in the temporary table `block_delta (id, n)`. The statements walk the given inodes
+/// and the primary keys only (`CROSS JOIN` fixes the loop order), so a batch costs what it
+/// touches, not the size of the tables.
+fn change_refs(conn: &Connection, inodes: &str, sign: i64) -> FsResult<()> {
+    conn.prepare_cached("DELETE FROM temp.block_delta")?
+        .execute([])?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO temp.block_delta (id, n)
+         SELECT ib.block_id, COUNT(*) FROM ({inodes}) AS s CROSS JOIN inode_blocks ib
+         ON ib.inode = s.ino GROUP BY ib.block_id"
+    ))?
+    .execute([])?;
+    conn.prepare_cached(
+        "UPDATE blocks SET refcount = refcount + ?1 * (SELECT d.n FROM temp.block_delta d WHERE d.id = blocks.id)
+         WHERE id IN (SELECT id FROM temp.block_delta)",
+    )?
+    .execute([sign])?;
+    Ok(())
+}
+
 /// Gives each inode `new` of the temporary table `inode_map (old, new)` the blocks of
 /// inode `old`, adding one reference to a block per row that now points at it.
 pub(crate) fn copy_blocks_of_map(conn: &Connection) -> FsResult<()> {
-    conn.prepare_cached(
-        "UPDATE blocks SET refcount = refcount + d.n
-         FROM (SELECT ib.block_id AS id, COUNT(*) AS n
-               FROM temp.inode_map m JOIN inode_blocks ib ON ib.inode = m.old
-               GROUP BY ib.block_id) AS d
-         WHERE blocks.id = d.id",
-    )?
-    .execute([])?;
+    change_refs(conn, "SELECT old AS ino FROM temp.inode_map", 1)?;
     conn.prepare_cached(
         "INSERT INTO inode_blocks (inode, blockno, block_id)
          SELECT m.new, ib.blockno, ib.block_id
-         FROM temp.inode_map m JOIN inode_blocks ib ON ib.inode = m.old",
+         FROM temp.inode_map m CROSS JOIN inode_blocks ib ON ib.inode = m.old",
     )?
     .execute([])?;
     Ok(())
@@ -168,23 +183,12 @@ pub(crate) fn copy_blocks_of_map(conn: &Connection) -> FsResult<()> {
 /// Removes every block of the inodes in the temporary table `inode_set`, dropping one
 /// reference per row; returns the objects of the blocks that lost their last reference.
 pub(crate) fn remove_blocks_of_set(conn: &Connection) -> FsResult<Vec<u64>> {
-    conn.prepare_cached("DELETE FROM temp.block_delta")?
-        .execute([])?;
-    conn.prepare_cached(
-        "INSERT INTO temp.block_delta (id, n)
-         SELECT ib.block_id, COUNT(*) FROM temp.inode_set s JOIN inode_blocks ib ON ib.inode = s.id
-         GROUP BY ib.block_id",
-    )?
-    .execute([])?;
+    change_refs(conn, "SELECT id AS ino FROM temp.inode_set", -1)?;
     conn.prepare_cached("DELETE FROM inode_blocks WHERE inode IN (SELECT id FROM temp.inode_set)")?
         .execute([])?;
-    conn.prepare_cached(
-        "UPDATE blocks SET refcount = refcount - d.n FROM temp.block_delta AS d WHERE blocks.id = d.id",
-    )?
-    .execute([])?;
     let dead = conn
         .prepare_cached(
-            "DELETE FROM blocks WHERE refcount = 0 AND id IN (SELECT id FROM temp.block_delta)
+            "DELETE FROM blocks WHERE id IN (SELECT id FROM temp.block_delta) AND refcount = 0
              RETURNING obj_id",
         )?
         .query_map([], |r| r.get(0))?

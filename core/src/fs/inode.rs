@@ -189,7 +189,7 @@ pub(crate) fn unlinked(conn: &Connection, ids: &[u64]) -> FsResult<Vec<u64>> {
     fill_set(conn, ids)?;
     let found = conn
         .prepare_cached(
-            "SELECT i.id FROM temp.inode_set s JOIN inodes i ON i.id = s.id WHERE i.nlink = 0",
+            "SELECT i.id FROM temp.inode_set s CROSS JOIN inodes i ON i.id = s.id WHERE i.nlink = 0",
         )?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;

@@ -27,7 +27,7 @@ fn collect_tree(conn: &Connection, top: u64) -> FsResult<()> {
         .execute([])?;
     conn.prepare_cached(
         "WITH RECURSIVE tree(id) AS
-             (SELECT ?1 UNION SELECT c.inode FROM contents c JOIN tree t ON c.parent = t.id)
+             (SELECT ?1 UNION SELECT c.inode FROM tree t CROSS JOIN contents c ON c.parent = t.id)
          INSERT INTO temp.inode_set (id) SELECT id FROM tree",
     )?
     .execute([top])?;
@@ -71,14 +71,15 @@ fn copy_in_db(conn: &Connection, src: u64, dst_parent: u64, name: &[u8]) -> FsRe
          SELECT id, ?1 + ROW_NUMBER() OVER (ORDER BY id) FROM temp.inode_set",
         "INSERT INTO inodes (id, mode, uid, gid, atime_ns, mtime_ns, ctime_ns, size, rdev, nlink, locked)
          SELECT m.new, i.mode, i.uid, i.gid, i.atime_ns, i.mtime_ns, i.ctime_ns, i.size, i.rdev, i.nlink, 0
-         FROM temp.inode_map m JOIN inodes i ON i.id = m.old",
+         FROM temp.inode_map m CROSS JOIN inodes i ON i.id = m.old",
         "INSERT INTO contents (parent, name, inode)
          SELECT p.new, c.name, m.new
-         FROM temp.inode_map p JOIN contents c ON c.parent = p.old JOIN temp.inode_map m ON m.old = c.inode",
+         FROM temp.inode_map p CROSS JOIN contents c ON c.parent = p.old
+         CROSS JOIN temp.inode_map m ON m.old = c.inode",
         "INSERT INTO symlink_targets (inode, target)
-         SELECT m.new, s.target FROM temp.inode_map m JOIN symlink_targets s ON s.inode = m.old",
+         SELECT m.new, s.target FROM temp.inode_map m CROSS JOIN symlink_targets s ON s.inode = m.old",
         "INSERT INTO ext_attributes (inode, name, value)
-         SELECT m.new, x.name, x.value FROM temp.inode_map m JOIN ext_attributes x ON x.inode = m.old",
+         SELECT m.new, x.name, x.value FROM temp.inode_map m CROSS JOIN ext_attributes x ON x.inode = m.old",
     ] {
         let mut stmt = conn.prepare_cached(sql)?;
         if stmt.parameter_count() == 1 {
@@ -145,7 +146,7 @@ fn detach_tree(conn: &Connection, parent: u64, name: &[u8]) -> FsResult<Detached
     inode::touch_dir(conn, parent, now, -i64::from(top_is_dir))?;
     let unlinked = conn
         .prepare_cached(
-            "SELECT i.id FROM temp.inode_set s JOIN inodes i ON i.id = s.id WHERE i.nlink = 0",
+            "SELECT i.id FROM temp.inode_set s CROSS JOIN inodes i ON i.id = s.id WHERE i.nlink = 0",
         )?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
