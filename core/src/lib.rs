@@ -5,6 +5,7 @@
 //! and stored as objects through the narrow [`storage::ObjectStore`] trait. Adapters call
 //! the async methods of [`Filesystem`]; every error carries an errno ([`FsError::errno`]).
 
+pub mod admin;
 pub mod blocks;
 mod cache;
 pub mod crypto;

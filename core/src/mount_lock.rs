@@ -191,7 +191,7 @@ fn host_name() -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch.
-fn utc_time(secs: i64) -> String {
+pub(crate) fn utc_time(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;

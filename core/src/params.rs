@@ -35,6 +35,10 @@ pub struct FsParams {
     pub metadata_generation: u64,
     /// Set while a mount (or fsck) uses this metadata; left set by a crash.
     pub mounted: bool,
+    /// The database must be checked by fsck.s3ql before it is mounted (set in the local
+    /// copy by `s3qladm restore-metadata`; cleared by fsck). False when absent.
+    #[serde(default)]
+    pub needs_fsck: bool,
     /// Last fsck, seconds since the epoch.
     pub last_fsck: i64,
 }
@@ -59,6 +63,41 @@ impl LocalPaths {
             params: with(".params"),
             cache_dir: with("-cache"),
         }
+    }
+
+    /// Renames a non-empty cache directory to `-cache.bak<N>` (the first free `N`), so that
+    /// blocks that do not belong to the database in use are neither lost nor mistaken for
+    /// its data. Returns the new name; `None` if the directory is missing or empty.
+    pub(crate) fn set_aside_cache(&self) -> std::io::Result<Option<PathBuf>> {
+        let non_empty = std::fs::read_dir(&self.cache_dir).is_ok_and(|mut d| d.next().is_some());
+        if !non_empty {
+            return Ok(None);
+        }
+        let bak = (0..u32::MAX)
+            .map(|n| {
+                let mut bak = self.cache_dir.as_os_str().to_owned();
+                bak.push(format!(".bak{n}"));
+                PathBuf::from(bak)
+            })
+            .find(|bak| !bak.exists())
+            .ok_or_else(|| std::io::Error::other("no free name for a cache backup"))?;
+        std::fs::rename(&self.cache_dir, &bak)?;
+        Ok(Some(bak))
+    }
+
+    /// Removes the database, the parameters and the cache directory.
+    pub(crate) fn remove_all(&self) -> std::io::Result<()> {
+        self.remove_db()?;
+        for result in [
+            std::fs::remove_file(&self.params),
+            std::fs::remove_dir_all(&self.cache_dir),
+        ] {
+            match result {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Removes the database and its WAL files.

@@ -81,8 +81,9 @@ pub fn fail(code: i32, message: impl Into<String>) -> anyhow::Error {
 }
 
 /// The exit code and one-line message for `err`: the first [`ExitError`],
-/// `s3ql_core::storage::StoreError` or `s3ql_core::OpenError` in its chain decides the code
-/// (context added on top of it is kept in the message); anything else is exit code 1.
+/// `s3ql_core::storage::StoreError`, `s3ql_core::OpenError` or
+/// `s3ql_core::admin::AdminError` in its chain decides the code (context added on top of it
+/// is kept in the message); anything else is exit code 1.
 pub fn describe(err: &anyhow::Error) -> (i32, String) {
     let code = err
         .chain()
@@ -91,6 +92,8 @@ pub fn describe(err: &anyhow::Error) -> (i32, String) {
                 Some(x.code())
             } else if let Some(s) = e.downcast_ref::<s3ql_core::storage::StoreError>() {
                 Some(s.exit_code())
+            } else if let Some(a) = e.downcast_ref::<s3ql_core::admin::AdminError>() {
+                Some(a.exit_code())
             } else {
                 e.downcast_ref::<s3ql_core::OpenError>()
                     .map(|o| o.exit_code())

@@ -167,10 +167,23 @@ impl Outcome {
 /// files (not pipes: a daemon that inherits them must not keep this call waiting). Kills it
 /// and panics if it takes longer than `timeout`.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Outcome {
+    run_with_stdin(cmd, Stdio::null(), timeout)
+}
+
+/// Like [`run`], with `input` on standard input (from an anonymous file, so a command that
+/// reads less than all of it never blocks, and one that reads more gets end of input).
+pub fn run_with_input(cmd: &mut Command, input: &str, timeout: Duration) -> Outcome {
+    let mut file = tempfile::tempfile().expect("create temporary file for stdin");
+    file.write_all(input.as_bytes()).expect("write stdin file");
+    file.seek(SeekFrom::Start(0)).expect("rewind stdin file");
+    run_with_stdin(cmd, Stdio::from(file), timeout)
+}
+
+fn run_with_stdin(cmd: &mut Command, stdin: Stdio, timeout: Duration) -> Outcome {
     let what = format!("{cmd:?}");
     let mut out = tempfile::tempfile().expect("create temporary file for stdout");
     let mut err = tempfile::tempfile().expect("create temporary file for stderr");
-    cmd.stdin(Stdio::null())
+    cmd.stdin(stdin)
         .stdout(out.try_clone().expect("dup stdout file"))
         .stderr(err.try_clone().expect("dup stderr file"));
     let start = Instant::now();
@@ -404,6 +417,9 @@ pub struct TestFs {
     pub authfile: PathBuf,
     /// The daemon's log (`--log`).
     pub log: PathBuf,
+    /// Environment variables for `mount.s3ql` and so its daemon (e.g.
+    /// `S3QL_FAULT_INJECTION`, which then affects this filesystem's mounts only).
+    pub mount_env: Vec<(String, String)>,
     cache_gen: u32,
     mounted: bool,
     daemon_pid: Option<i32>,
@@ -493,6 +509,7 @@ impl TestFs {
             store,
             cache,
             mnt,
+            mount_env: Vec::new(),
             cache_gen: 0,
             mounted: false,
             daemon_pid: None,
@@ -542,7 +559,8 @@ impl TestFs {
             .arg(&self.log)
             .args(extra)
             .arg(&self.url)
-            .arg(mountpoint);
+            .arg(mountpoint)
+            .envs(self.mount_env.iter().map(|(k, v)| (k, v)));
         let out = run(&mut cmd, scaled(MOUNT_TIMEOUT));
         if mountpoint == self.mnt && is_mounted(&self.mnt) {
             self.mounted = true;
@@ -691,6 +709,14 @@ impl TestFs {
             .arg(&self.url)
             .stdin(Stdio::null());
         run(&mut cmd, scaled(UMOUNT_TIMEOUT))
+    }
+
+    /// Runs `s3qladm <cachedir, authfile> ACTION URL` with `input` on standard input (`url`
+    /// may be another spelling of [`TestFs::url`]).
+    pub fn adm_cmd(&self, action: &str, url: &str, input: &str) -> Outcome {
+        let mut cmd = Command::new(bin("s3qladm"));
+        cmd.args(self.common_args()).arg(action).arg(url);
+        run_with_input(&mut cmd, input, scaled(UMOUNT_TIMEOUT))
     }
 
     /// Simulates a crash: `kill -9` of the mount daemon, then a lazy unmount of the dead

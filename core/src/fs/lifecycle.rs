@@ -166,15 +166,59 @@ pub async fn open_codec(
     ))
 }
 
-fn unix_now() -> i64 {
+/// Seconds since the epoch.
+pub(crate) fn unix_now() -> i64 {
     Timestamp::now().nanos / 1_000_000_000
 }
 
-fn prepare_cache_dir(paths: &LocalPaths) -> Result<(), OpenError> {
+/// Creates the directory that holds the database, parameters and cache of `paths`.
+pub(crate) fn prepare_cache_dir(paths: &LocalPaths) -> Result<(), OpenError> {
     if let Some(dir) = paths.db.parent() {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::CacheDir(dir.to_owned(), e))?;
     }
     Ok(())
+}
+
+/// Accepts only the layout revision this build reads and writes: a larger one is
+/// [`OpenError::TooNew`] (exit 33), a smaller one [`OpenError::TooOld`] (exit 32).
+pub(crate) fn check_revision(revision: u32) -> Result<(), OpenError> {
+    match revision.cmp(&FS_REVISION) {
+        std::cmp::Ordering::Greater => Err(OpenError::TooNew(revision)),
+        std::cmp::Ordering::Less => Err(OpenError::TooOld(revision)),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
+/// Makes the local database the backend's current metadata, as a mount needs it, and
+/// returns the backend's parameters. Refused for another layout revision (32/33) and after
+/// an unclean unmount or a metadata restore ([`OpenError::NeedsFsck`]). The local copy is
+/// reused when its sequence number equals the backend's; otherwise the generation the
+/// backend names is downloaded. The caller holds the mount lock.
+pub(crate) async fn load_metadata(
+    store: &dyn ObjectStore,
+    codec: &Codec,
+    paths: &LocalPaths,
+) -> Result<FsParams, OpenError> {
+    let params = FsParams::load_remote(store, codec)
+        .await?
+        .ok_or(OpenError::NoFilesystem)?;
+    check_revision(params.revision)?;
+    let local_current = match FsParams::load_local(&paths.params) {
+        Some(l) if l.mounted || l.needs_fsck || l.seq_no > params.seq_no => {
+            return Err(OpenError::NeedsFsck)
+        }
+        Some(l) => l.seq_no == params.seq_no && paths.db.exists(),
+        None => false,
+    };
+    if !local_current {
+        tracing::info!(
+            "downloading metadata generation {}",
+            params.metadata_generation
+        );
+        paths.remove_db().map_err(FsError::from)?;
+        upload::download(store, codec, params.metadata_generation, &paths.db).await?;
+    }
+    Ok(params)
 }
 
 fn empty_cache_dir(dir: &Path) -> std::io::Result<()> {
@@ -249,6 +293,7 @@ impl Filesystem {
             seq_no: 1,
             metadata_generation: manifest.generation,
             mounted: false,
+            needs_fsck: false,
             last_fsck: unix_now(),
         };
         params.save_remote(store.as_ref(), &codec).await?;
@@ -281,35 +326,7 @@ impl Filesystem {
         let paths = LocalPaths::new(&opts.cache_path);
         prepare_cache_dir(&paths)?;
         let codec = open_codec(store.as_ref(), opts.passphrase.as_ref()).await?;
-        let mut params = FsParams::load_remote(store.as_ref(), &codec)
-            .await?
-            .ok_or(OpenError::NoFilesystem)?;
-        if params.revision > FS_REVISION {
-            return Err(OpenError::TooNew(params.revision));
-        }
-        if params.revision < FS_REVISION {
-            return Err(OpenError::TooOld(params.revision));
-        }
-        let local = FsParams::load_local(&paths.params);
-        let local_current = match &local {
-            Some(l) if l.mounted || l.seq_no > params.seq_no => return Err(OpenError::NeedsFsck),
-            Some(l) => l.seq_no == params.seq_no && paths.db.exists(),
-            None => false,
-        };
-        if !local_current {
-            tracing::info!(
-                "downloading metadata generation {}",
-                params.metadata_generation
-            );
-            paths.remove_db().map_err(FsError::from)?;
-            upload::download(
-                store.as_ref(),
-                &codec,
-                params.metadata_generation,
-                &paths.db,
-            )
-            .await?;
-        }
+        let mut params = load_metadata(store.as_ref(), &codec, &paths).await?;
         let manifest =
             upload::load_manifest(store.as_ref(), &codec, params.metadata_generation).await?;
         empty_cache_dir(&paths.cache_dir)

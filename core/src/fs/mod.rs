@@ -27,6 +27,7 @@ use crate::params::{FsParams, LocalPaths};
 use crate::storage::ObjectStore;
 use crate::types::{CTRL_NAME, NAME_MAX};
 
+pub(crate) use lifecycle::{check_revision, load_metadata, prepare_cache_dir, unix_now};
 pub use lifecycle::{open_codec, MkfsOptions, MountOptions, OpenError};
 pub use stats::Stats;
 

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use super::{progress, FsckError, FsckOptions, FsckReport};
 use crate::error::FsError;
 use crate::format::Codec;
-use crate::fs::OpenError;
+use crate::fs::{unix_now, OpenError};
 use crate::meta::{upload, Db};
 use crate::mount_lock::{self, LockError, MountLock};
 use crate::params::{FsParams, LocalPaths, FS_REVISION};
 use crate::storage::ObjectStore;
-use crate::types::Timestamp;
 
 /// A filesystem marked clean is checked again (without `force`) after this long.
 const FSCK_INTERVAL_SECS: i64 = 31 * 86_400;
@@ -27,10 +26,6 @@ pub(super) struct Session {
     pub cache_matches_db: bool,
     params: FsParams,
     lock: MountLock,
-}
-
-fn unix_now() -> i64 {
-    Timestamp::now().nanos / 1_000_000_000
 }
 
 impl Session {
@@ -67,10 +62,11 @@ impl Session {
             }
             Err(e) => return Err(OpenError::Lock(e).into()),
         };
+        let params = local.clone().unwrap_or_else(|| remote.clone());
         let unclean = holder.is_some()
             || crashed_here
+            || params.needs_fsck
             || local.as_ref().is_some_and(|l| l.seq_no > remote.seq_no);
-        let params = local.clone().unwrap_or_else(|| remote.clone());
         if !unclean && !opts.force && unix_now() - params.last_fsck < FSCK_INTERVAL_SECS {
             tracing::info!("filesystem is marked as clean; use --force to check it anyway");
             return Ok(None);
@@ -93,11 +89,15 @@ impl Session {
             tracing::info!("using cached metadata");
         } else {
             download_newest(store.as_ref(), &codec, &paths, &remote).await?;
-            set_aside_cache(&paths.cache_dir, report);
+            set_aside_cache(&paths, report);
             params = remote;
         }
         if crashed_here {
             report.problem("the filesystem was not unmounted cleanly".into());
+        }
+        if params.needs_fsck {
+            report
+                .note("the metadata is marked as needing a check (restored from a backup)".into());
         }
         params.mounted = true;
         params.save_local(&paths.params)?;
@@ -149,6 +149,7 @@ impl Session {
         params.seq_no += 1;
         params.metadata_generation = generation;
         params.mounted = false;
+        params.needs_fsck = false;
         params.last_fsck = unix_now();
         params.save_remote(store, &self.codec).await?;
         params.save_local(&self.paths.params)?;
@@ -202,28 +203,16 @@ async fn download_newest(
         .into())
 }
 
-/// Renames a non-empty cache directory that does not belong to the downloaded metadata
-/// to `-cache.bak<N>`, so that nothing in it is lost or mistaken for current data.
-fn set_aside_cache(dir: &Path, report: &mut FsckReport) {
-    let non_empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
-    if !non_empty {
-        return;
-    }
-    for n in 0.. {
-        let mut bak = dir.as_os_str().to_owned();
-        bak.push(format!(".bak{n}"));
-        let bak = std::path::PathBuf::from(bak);
-        if bak.exists() {
-            continue;
-        }
-        match std::fs::rename(dir, &bak) {
-            Ok(()) => report.note(format!(
-                "the cache {} does not belong to the newest metadata; moved to {}",
-                dir.display(),
-                bak.display()
-            )),
-            Err(e) => tracing::warn!("cannot move {} aside: {e}", dir.display()),
-        }
-        return;
+/// Sets aside a cache directory that does not belong to the downloaded metadata (see
+/// [`LocalPaths::set_aside_cache`]) and notes where it went.
+fn set_aside_cache(paths: &LocalPaths, report: &mut FsckReport) {
+    let dir = paths.cache_dir.display();
+    match paths.set_aside_cache() {
+        Ok(Some(bak)) => report.note(format!(
+            "the cache {dir} does not belong to the newest metadata; moved to {}",
+            bak.display()
+        )),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot move {dir} aside: {e}"),
     }
 }

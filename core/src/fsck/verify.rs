@@ -68,7 +68,7 @@ pub async fn verify(
     let local = FsParams::load_local(&paths.params);
     if local
         .as_ref()
-        .is_some_and(|l| l.mounted || l.seq_no > remote.seq_no)
+        .is_some_and(|l| l.mounted || l.needs_fsck || l.seq_no > remote.seq_no)
     {
         return Err(OpenError::NeedsFsck);
     }

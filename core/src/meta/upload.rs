@@ -40,6 +40,10 @@ pub(crate) struct ChunkRef {
 pub(crate) struct Manifest {
     pub generation: u64,
     pub chunks: Vec<ChunkRef>,
+    /// When the generation was uploaded, seconds since the epoch (0 in manifests written
+    /// before this field existed).
+    #[serde(default)]
+    pub created: i64,
 }
 
 /// What one upload did.
@@ -138,7 +142,11 @@ pub(crate) async fn upload(
         .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
         .await?;
 
-    let manifest = Manifest { generation, chunks };
+    let manifest = Manifest {
+        generation,
+        chunks,
+        created: crate::fs::unix_now(),
+    };
     let json = serde_json::to_vec(&manifest).map_err(|e| FsError::Inconsistent(e.to_string()))?;
     let name = manifest_name(generation);
     store
