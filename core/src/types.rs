@@ -12,6 +12,35 @@ pub const CTRL_NAME: &[u8] = b".__s3ql__ctrl__";
 /// Longest file name, in bytes.
 pub const NAME_MAX: usize = 255;
 
+/// The file type and permission bits of `mode` as the metadata stores them and the FUSE
+/// protocol carries them: the traditional Unix values, identical on Linux, macOS and
+/// FreeBSD, typed `u32` like `Attr` modes. Use these instead of `libc::S_I*`, which are
+/// `u16` on macOS and FreeBSD.
+pub mod mode_bits {
+    /// Mask of the file type bits.
+    pub const S_IFMT: u32 = 0o170_000;
+    /// Regular file.
+    pub const S_IFREG: u32 = 0o100_000;
+    /// Directory.
+    pub const S_IFDIR: u32 = 0o040_000;
+    /// Symbolic link.
+    pub const S_IFLNK: u32 = 0o120_000;
+    /// Character device.
+    pub const S_IFCHR: u32 = 0o020_000;
+    /// Block device.
+    pub const S_IFBLK: u32 = 0o060_000;
+    /// Named pipe.
+    pub const S_IFIFO: u32 = 0o010_000;
+    /// Unix domain socket.
+    pub const S_IFSOCK: u32 = 0o140_000;
+    /// Set-user-ID bit.
+    pub const S_ISUID: u32 = 0o4000;
+    /// Set-group-ID bit.
+    pub const S_ISGID: u32 = 0o2000;
+    /// Group execute permission.
+    pub const S_IXGRP: u32 = 0o010;
+}
+
 /// A point in time with nanosecond resolution, as stored in the metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Timestamp {
@@ -69,16 +98,31 @@ pub enum FileKind {
 impl FileKind {
     /// The kind encoded in the `S_IFMT` bits of `mode`, if valid.
     pub fn from_mode(mode: u32) -> Option<Self> {
-        Some(match mode & libc::S_IFMT {
-            libc::S_IFREG => FileKind::Regular,
-            libc::S_IFDIR => FileKind::Directory,
-            libc::S_IFLNK => FileKind::Symlink,
-            libc::S_IFCHR => FileKind::CharDevice,
-            libc::S_IFBLK => FileKind::BlockDevice,
-            libc::S_IFIFO => FileKind::Fifo,
-            libc::S_IFSOCK => FileKind::Socket,
+        use mode_bits::*;
+        Some(match mode & S_IFMT {
+            S_IFREG => FileKind::Regular,
+            S_IFDIR => FileKind::Directory,
+            S_IFLNK => FileKind::Symlink,
+            S_IFCHR => FileKind::CharDevice,
+            S_IFBLK => FileKind::BlockDevice,
+            S_IFIFO => FileKind::Fifo,
+            S_IFSOCK => FileKind::Socket,
             _ => return None,
         })
+    }
+
+    /// The `S_IFMT` bits of this kind (the inverse of [`FileKind::from_mode`]).
+    pub fn mode_type(self) -> u32 {
+        use mode_bits::*;
+        match self {
+            FileKind::Regular => S_IFREG,
+            FileKind::Directory => S_IFDIR,
+            FileKind::Symlink => S_IFLNK,
+            FileKind::CharDevice => S_IFCHR,
+            FileKind::BlockDevice => S_IFBLK,
+            FileKind::Fifo => S_IFIFO,
+            FileKind::Socket => S_IFSOCK,
+        }
     }
 }
 
@@ -204,6 +248,44 @@ pub enum XattrMode {
     Set,
     /// Fail with `EEXIST` if it exists (`XATTR_CREATE`).
     Create,
-    /// Fail with `ENODATA` if it does not exist (`XATTR_REPLACE`).
+    /// Fail with `ENODATA` (`ENOATTR` on macOS and FreeBSD) if it does not exist
+    /// (`XATTR_REPLACE`).
     Replace,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mode_bits::*;
+    use super::FileKind;
+
+    /// The fixed values agree with the host's C library (whatever its integer type).
+    #[test]
+    fn mode_bits_match_libc() {
+        #[allow(clippy::useless_conversion)]
+        let host = |v: libc::mode_t| u32::from(v);
+        assert_eq!(S_IFMT, host(libc::S_IFMT));
+        assert_eq!(S_IFREG, host(libc::S_IFREG));
+        assert_eq!(S_IFDIR, host(libc::S_IFDIR));
+        assert_eq!(S_IFLNK, host(libc::S_IFLNK));
+        assert_eq!(S_IFCHR, host(libc::S_IFCHR));
+        assert_eq!(S_IFBLK, host(libc::S_IFBLK));
+        assert_eq!(S_IFIFO, host(libc::S_IFIFO));
+        assert_eq!(S_IFSOCK, host(libc::S_IFSOCK));
+        assert_eq!(S_ISUID, host(libc::S_ISUID));
+        assert_eq!(S_ISGID, host(libc::S_ISGID));
+        assert_eq!(S_IXGRP, host(libc::S_IXGRP));
+    }
+
+    #[test]
+    fn kinds_from_mode() {
+        assert_eq!(
+            FileKind::from_mode(S_IFDIR | 0o755),
+            Some(FileKind::Directory)
+        );
+        assert_eq!(FileKind::from_mode(S_IFSOCK), Some(FileKind::Socket));
+        assert_eq!(FileKind::from_mode(0o644), None);
+        for kind in [FileKind::Regular, FileKind::Symlink, FileKind::Fifo] {
+            assert_eq!(FileKind::from_mode(kind.mode_type() | 0o600), Some(kind));
+        }
+    }
 }

@@ -16,6 +16,11 @@ use s3ql_core::storage::MemoryStore;
 use s3ql_core::{Caller, FileKind, Filesystem, RenameFlags, SetAttr, XattrMode, ROOT_INODE};
 
 const BLOCK: u64 = 4096;
+/// "No such attribute" (`ENOATTR` off Linux).
+#[cfg(target_os = "linux")]
+const ENOATTR: i32 = libc::ENODATA;
+#[cfg(not(target_os = "linux"))]
+const ENOATTR: i32 = libc::ENOATTR;
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
 const CALLER: Caller = Caller {
     uid: 0,
@@ -628,7 +633,7 @@ async fn apply(model: &mut Model, real: &Real, op: &Op) -> (Result<(), i32>, Res
                     .xattrs
                     .remove(&name)
                     .map(|_| ())
-                    .ok_or(libc::ENODATA)
+                    .ok_or(ENOATTR)
             };
             let ino = real.resolve(&path).await;
             (

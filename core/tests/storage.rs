@@ -330,7 +330,7 @@ async fn metadata_upload_cost_grows_with_the_change_not_the_filesystem() {
                         CALLER,
                         parent,
                         OsStr::new(&format!("file-{f:05}")),
-                        libc::S_IFREG | 0o644,
+                        s3ql_core::mode_bits::S_IFREG | 0o644,
                         0,
                     )
                     .await

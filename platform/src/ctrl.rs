@@ -5,7 +5,6 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -26,23 +25,50 @@ fn c_name(name: &str) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
 }
 
+/// The platform's extended attribute calls: `setxattr`/`getxattr` on Linux and macOS; on
+/// FreeBSD `extattr_*_file` in the user namespace, which fusefs forwards to the daemon as
+/// `user.NAME` (the core accepts control names with that prefix). Both return -1 and set
+/// errno on failure.
+mod sys {
+    use std::ffi::CStr;
+
+    /// Sets attribute `n` of `p` to `value`.
+    pub(super) fn set(p: &CStr, n: &CStr, value: &[u8]) -> isize {
+        let (p, n, v, len) = (p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len());
+        // SAFETY: the pointers come from live references and `len` bytes are readable at `v`.
+        unsafe {
+            #[cfg(target_os = "linux")]
+            return libc::setxattr(p, n, v, len, 0) as isize;
+            #[cfg(target_os = "macos")]
+            return libc::setxattr(p, n, v, len, 0, 0) as isize;
+            #[cfg(target_os = "freebsd")]
+            return libc::extattr_set_file(p, libc::EXTATTR_NAMESPACE_USER, n, v, len);
+        }
+    }
+
+    /// Reads attribute `n` of `p` into `buf`; returns its length (Linux, macOS: ERANGE if
+    /// `buf` is too small; FreeBSD: truncated to `buf.len()`).
+    pub(super) fn get(p: &CStr, n: &CStr, buf: &mut [u8]) -> isize {
+        let (p, n, b, len) = (p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+        // SAFETY: the pointers come from live references and `len` bytes are writable at `b`.
+        unsafe {
+            #[cfg(target_os = "linux")]
+            return libc::getxattr(p, n, b, len);
+            #[cfg(target_os = "macos")]
+            return libc::getxattr(p, n, b, len, 0, 0);
+            #[cfg(target_os = "freebsd")]
+            return libc::extattr_get_file(p, libc::EXTATTR_NAMESPACE_USER, n, b, len);
+        }
+    }
+}
+
 /// Sends a command: `setxattr(path, name, value)`. Returns when the daemon has done it
 /// (for `s3ql_flushcache!`: when every dirty block is in the backend). Retries on EINTR.
 pub fn set(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let (p, n) = (c_path(path)?, c_name(name)?);
     loop {
-        // SAFETY: `p` and `n` are valid NUL-terminated strings; `value` is a valid buffer of
-        // `value.len()` bytes.
-        let rc = unsafe {
-            libc::setxattr(
-                p.as_ptr(),
-                n.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if rc == 0 {
+        let rc = sys::set(&p, &n, value);
+        if rc >= 0 {
             return Ok(());
         }
         let err = io::Error::last_os_error();
@@ -52,23 +78,29 @@ pub fn set(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Largest reply read from the control file.
+const MAX_VALUE: usize = 1 << 20;
+
 /// Queries the daemon: `getxattr(path, name)`.
 pub fn get(path: &Path, name: &str) -> io::Result<Vec<u8>> {
     let (p, n) = (c_path(path)?, c_name(name)?);
     let mut buf = vec![0u8; 4096];
     loop {
-        // SAFETY: `p` and `n` are valid NUL-terminated strings; `buf` is writable for
-        // `buf.len()` bytes.
-        let rc =
-            unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if rc >= 0 {
-            buf.truncate(rc as usize);
-            return Ok(buf);
+        let rc = sys::get(&p, &n, &mut buf);
+        if let Ok(len) = usize::try_from(rc) {
+            // FreeBSD truncates to the buffer instead of failing with ERANGE: a full buffer
+            // may hold part of the value, so read again with a larger one.
+            if len < buf.len() || buf.len() >= MAX_VALUE {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            buf.resize(buf.len() * 16, 0);
+            continue;
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 16, 0),
+            Some(libc::ERANGE) if buf.len() < MAX_VALUE => buf.resize(buf.len() * 16, 0),
             _ => return Err(err),
         }
     }
@@ -248,18 +280,32 @@ pub fn stats(ctrl: &Path) -> anyhow::Result<s3ql_core::Stats> {
 pub fn sync_filesystem(path: &Path) {
     match std::fs::File::open(path) {
         Ok(f) => {
-            // SAFETY: `f` is an open descriptor for the duration of the call.
-            if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-                tracing::warn!(
-                    "syncfs {} failed: {}",
-                    path.display(),
-                    io::Error::last_os_error()
-                );
+            if let Err(e) = syncfs(&f) {
+                tracing::warn!("syncfs {} failed: {e}", path.display());
             }
         }
         // A dead daemon (ENOTCONN) is reported by the command that follows.
         Err(e) => tracing::debug!("cannot open {}: {e}", path.display()),
     }
+}
+
+/// `syncfs(2)` of the filesystem holding `f`; off Linux, which alone has it, `sync(2)`.
+fn syncfs(f: &std::fs::File) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `f` is an open descriptor for the duration of the call.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = f;
+        // SAFETY: sync has no preconditions.
+        unsafe { libc::sync() };
+    }
+    Ok(())
 }
 
 #[cfg(test)]

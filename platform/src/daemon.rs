@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use crate::exit::{code, ExitError};
@@ -61,13 +61,20 @@ pub fn daemonize(workdir: &Path) -> Result<ResultPipe, ExitError> {
         ));
     }
     let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    // SAFETY: `fds` is a valid array of two ints for pipe to fill. (Not pipe2, which macOS
+    // lacks: with a single thread, nothing can exec between pipe and fcntl.)
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
         return Err(os_error("cannot create a pipe"));
     }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    // SAFETY: pipe succeeded, so both descriptors are open and owned by nobody else.
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for fd in [&read_end, &write_end] {
+        // SAFETY: `fd` is open; F_SETFD only changes its close-on-exec flag.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+            return Err(os_error("cannot set close-on-exec on a pipe"));
+        }
+    }
 
     // SAFETY: the process is single-threaded (checked above), so the child may run
     // arbitrary code after fork.

@@ -1,5 +1,7 @@
 //! Unmounting a FUSE mount from the kernel: `fusermount3 -u`, else `fusermount -u`, else
-//! (root only) `umount`.
+//! `umount` (on Linux as root only, and with `-i` so that it never runs the
+//! `umount.fuse.s3ql` helper, which is `umount.s3ql` itself; macOS and FreeBSD have no
+//! fusermount and let the mounting user run `umount`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -24,11 +26,16 @@ pub fn kernel_unmount(mountpoint: &Path, lazy: bool) -> Result<(), String> {
             }
         }
     }
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    let linux = cfg!(target_os = "linux");
+    // SAFETY: geteuid has no preconditions.
+    if !linux || unsafe { libc::geteuid() } == 0 {
         let mut cmd = Command::new("umount");
+        if linux {
+            cmd.arg("-i");
+        }
         if lazy {
-            cmd.arg("-l");
+            // Linux detaches lazily; macOS and FreeBSD can only force.
+            cmd.arg(if linux { "-l" } else { "-f" });
         }
         cmd.arg("--").arg(mountpoint);
         match run(cmd) {

@@ -1,4 +1,5 @@
-//! The kernel's table of mounted filesystems (`/proc/mounts`).
+//! The kernel's table of mounted filesystems: `/proc/mounts` on Linux, `getmntinfo(3)` on
+//! macOS and FreeBSD.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -59,12 +60,43 @@ pub fn parse_mounts(text: &str) -> Vec<MountEntry> {
 }
 
 /// Reads `/proc/mounts` (empty where it does not exist).
+#[cfg(not(any(target_os = "macos", target_os = "freebsd")))]
 pub fn read_mounts() -> std::io::Result<Vec<MountEntry>> {
     match std::fs::read("/proc/mounts") {
         Ok(bytes) => Ok(parse_mounts(&String::from_utf8_lossy(&bytes))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
     }
+}
+
+/// Reads the mount table with `getmntinfo(3)`, in mount order. FUSE mounts show type
+/// `fusefs.s3ql` on FreeBSD and `macfuse` (or FUSE-T's `nfs`) on macOS.
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+pub fn read_mounts() -> std::io::Result<Vec<MountEntry>> {
+    use std::ffi::CStr;
+    let mut table: *mut libc::statfs = std::ptr::null_mut();
+    // SAFETY: getmntinfo points `table` at `n` entries in a buffer it owns (valid until the
+    // next call in this thread); MNT_NOWAIT only skips refreshing the figures.
+    let n = unsafe { libc::getmntinfo(&mut table, libc::MNT_NOWAIT) };
+    if n <= 0 || table.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above, `table` holds `n` initialized entries.
+    let entries = unsafe { std::slice::from_raw_parts(table, n as usize) };
+    let text = |field: &[libc::c_char]| {
+        // SAFETY: the kernel NUL-terminates these fixed-size fields.
+        unsafe { CStr::from_ptr(field.as_ptr()) }
+            .to_bytes()
+            .to_vec()
+    };
+    Ok(entries
+        .iter()
+        .map(|st| MountEntry {
+            source: String::from_utf8_lossy(&text(&st.f_mntfromname)).into_owned(),
+            mountpoint: PathBuf::from(OsString::from_vec(text(&st.f_mntonname))),
+            fstype: String::from_utf8_lossy(&text(&st.f_fstypename)).into_owned(),
+        })
+        .collect())
 }
 
 /// The first mount whose source is `source` (S3QL's "already mounted" test).

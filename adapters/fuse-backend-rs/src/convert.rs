@@ -51,21 +51,6 @@ pub(crate) fn dirent_type(kind: FileKind) -> u32 {
     })
 }
 
-/// The `S_IF*` file type bits of a core file kind.
-fn mode_type(kind: FileKind) -> u32 {
-    #[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS, u32 on Linux
-    let bits = match kind {
-        FileKind::Regular => libc::S_IFREG,
-        FileKind::Directory => libc::S_IFDIR,
-        FileKind::Symlink => libc::S_IFLNK,
-        FileKind::CharDevice => libc::S_IFCHR,
-        FileKind::BlockDevice => libc::S_IFBLK,
-        FileKind::Fifo => libc::S_IFIFO,
-        FileKind::Socket => libc::S_IFSOCK,
-    } as u32;
-    bits
-}
-
 /// Seconds (as the wire carries them, two's complement) and nanoseconds of a timestamp.
 fn wire_time(t: Timestamp) -> (u64, u32) {
     let secs = t.nanos.div_euclid(NANOS_PER_SEC);
@@ -100,7 +85,7 @@ pub(crate) fn stat(attr: &Attr) -> stat64 {
         crtime: ctime,
         #[cfg(target_os = "macos")]
         crtimensec: ctimensec,
-        mode: mode_type(attr.kind) | u32::from(attr.perm),
+        mode: attr.kind.mode_type() | u32::from(attr.perm),
         nlink: attr.nlink,
         uid: attr.uid,
         gid: attr.gid,

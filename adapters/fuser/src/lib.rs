@@ -1,75 +1,71 @@
 //! Binds `s3ql_core::Filesystem` to the kernel through the `fuser` crate (Linux `/dev/fuse`,
 //! FreeBSD fusefs). The adapter only converts requests into core calls and core results
 //! into replies; all filesystem behaviour lives in `s3ql-core`.
+//!
+//! On Linux fuser reads requests on several threads; on FreeBSD it has a single session
+//! loop (`threads` is forced to 1), which hands every request to the tokio runtime and so
+//! only decodes and dispatches. On macOS (where fuser would need macFUSE's libfuse at build
+//! time) `mount` fails with `Unsupported`: the fuse-backend-rs adapter serves macOS.
 
+#[cfg(not(target_os = "macos"))]
 mod convert;
+#[cfg(not(target_os = "macos"))]
 mod dir;
+#[cfg(not(target_os = "macos"))]
 mod fuse_fs;
+#[cfg(not(target_os = "macos"))]
 mod inflight;
+#[cfg(not(target_os = "macos"))]
 mod notify;
+#[cfg(not(target_os = "macos"))]
 mod options;
+#[cfg(not(target_os = "macos"))]
 mod respond;
-
-use std::io;
-use std::path::Path;
-use std::sync::Arc;
-use std::thread::JoinHandle;
-
-use fuser::Session;
-use tokio::runtime::Handle;
-
-use crate::fuse_fs::FuseFs;
-use crate::inflight::InFlight;
-use crate::notify::KernelNotifier;
+#[cfg(not(target_os = "macos"))]
+mod session;
 
 /// The mount options. fuser honours all of them: words fuser knows among `extra_options`
 /// become its typed options (and so mount(2) flags), others pass through verbatim; `threads`
 /// is always 1 outside Linux.
 pub use s3ql_core::MountConfig;
 
-/// A live mount. Dropping it leaves the mount and its request threads running.
-#[derive(Debug)]
-pub struct Mounted {
-    session: JoinHandle<io::Result<()>>,
-    inflight: Arc<InFlight>,
-    fs: Arc<s3ql_core::Filesystem>,
-}
+#[cfg(not(target_os = "macos"))]
+pub use session::{mount, Mounted};
 
-/// Mounts `fs` at `mountpoint`; returns once the kernel mount is in place and the FUSE
-/// handshake is done. Core calls run on `runtime`. Always sets `default_permissions`,
-/// `fsname` and `subtype=s3ql`. Registers the kernel's caches with `fs` for invalidation
-/// (s3qlcp, s3qllock, s3qlrm). Blocks the calling thread, so call it outside async code.
-pub fn mount(
-    fs: Arc<s3ql_core::Filesystem>,
-    runtime: Handle,
-    mountpoint: &Path,
-    config: &MountConfig,
-) -> io::Result<Mounted> {
-    let inflight = Arc::new(InFlight::default());
-    let adapter = FuseFs::new(Arc::clone(&fs), runtime, Arc::clone(&inflight));
-    let session = Session::new(adapter, mountpoint, &options::fuser_config(config))?;
-    fs.set_kernel_cache(Some(Arc::new(KernelNotifier(session.notifier()))));
-    let session = std::thread::Builder::new()
-        .name("s3ql-fuse".to_owned())
-        .spawn(move || session.run())?;
-    Ok(Mounted {
-        session,
-        inflight,
-        fs,
-    })
-}
+#[cfg(target_os = "macos")]
+pub use unsupported::{mount, Mounted};
 
-impl Mounted {
-    /// Blocks until the filesystem is unmounted (by fusermount -u / umount) and all request
-    /// threads ended, then until every core call started for a request has returned. Only
-    /// then may the caller run `Filesystem::unmount`. Returns the session's error, if any.
-    pub fn wait(self) -> io::Result<()> {
-        let result = self
-            .session
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("FUSE session thread panicked")));
-        self.inflight.wait_idle();
-        self.fs.set_kernel_cache(None);
-        result
+#[cfg(target_os = "macos")]
+mod unsupported {
+    use std::io;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use tokio::runtime::Handle;
+
+    use crate::MountConfig;
+
+    /// A live mount (never made on this system).
+    #[derive(Debug)]
+    pub struct Mounted(());
+
+    /// Fails: on macOS the fuse-backend-rs adapter serves FUSE (macFUSE or FUSE-T).
+    pub fn mount(
+        _fs: Arc<s3ql_core::Filesystem>,
+        _runtime: Handle,
+        _mountpoint: &Path,
+        _config: &MountConfig,
+    ) -> io::Result<Mounted> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the fuser adapter is not built on macOS; use --adapter fuse-backend-rs",
+        ))
+    }
+
+    impl Mounted {
+        /// Returns at once.
+        pub fn wait(self) -> io::Result<()> {
+            Ok(())
+        }
     }
 }

@@ -17,6 +17,9 @@
 //!
 //! Queries are `getxattr(ctrl, NAME)`: `s3ql_pid?` gives the daemon's pid (decimal),
 //! `s3qlstat` gives [`Stats`](super::Stats) as a JSON object. Anything else is `EINVAL`.
+//!
+//! A NAME may also carry the prefix `user.`: FreeBSD's fusefs forwards `extattr_*_file` in
+//! the user namespace as `user.NAME`.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -24,6 +27,11 @@ use std::os::unix::ffi::OsStrExt;
 use super::Filesystem;
 use crate::error::{errno, FsResult};
 use crate::types::{Attr, Caller, FileKind, CTRL_INODE};
+
+/// `name` without the `user.` prefix that FreeBSD's fusefs adds to user-namespace attributes.
+fn ctrl_name(name: &[u8]) -> &[u8] {
+    name.strip_prefix(b"user.").unwrap_or(name)
+}
 
 /// Splits `N` decimal numbers, each followed by one space or the end, off the front of
 /// `value`; returns them and the rest (a file name, or empty).
@@ -84,7 +92,7 @@ impl Filesystem {
             String::from_utf8_lossy(name),
             caller.uid
         );
-        match name {
+        match ctrl_name(name) {
             b"s3ql_flushcache!" => self.flush_cache().await,
             b"s3ql_dropcache!" => {
                 self.flush_cache().await?;
@@ -136,7 +144,7 @@ impl Filesystem {
     /// Answers control query `name`.
     pub(super) async fn ctrl_query(&self, caller: Caller, name: &[u8]) -> FsResult<Vec<u8>> {
         self.check_ctrl_caller(caller)?;
-        match name {
+        match ctrl_name(name) {
             b"s3ql_pid?" => Ok(std::process::id().to_string().into_bytes()),
             b"s3qlstat" => serde_json::to_vec(&self.stats().await?)
                 .map_err(|e| crate::error::FsError::Inconsistent(e.to_string())),
@@ -147,7 +155,14 @@ impl Filesystem {
 
 #[cfg(test)]
 mod tests {
-    use super::numbers_then_name;
+    use super::{ctrl_name, numbers_then_name};
+
+    #[test]
+    fn names_may_carry_the_user_prefix() {
+        assert_eq!(ctrl_name(b"user.s3ql_pid?"), b"s3ql_pid?");
+        assert_eq!(ctrl_name(b"s3ql_pid?"), b"s3ql_pid?");
+        assert_eq!(ctrl_name(b"trusted.x"), b"trusted.x");
+    }
 
     #[test]
     fn parses_numbers_and_names() {

@@ -7,7 +7,11 @@ use super::inode;
 use super::namespace::NewNode;
 use super::Filesystem;
 use crate::error::{errno, FsResult};
-use crate::types::{Attr, Caller, SetAttr, StatFs, TimeSet, Timestamp, CTRL_INODE};
+use crate::types::{mode_bits, Attr, Caller, SetAttr, StatFs, TimeSet, Timestamp, CTRL_INODE};
+
+/// `fallocate` mode: do not change the file size. The FUSE protocol carries Linux's value
+/// on every platform (libc defines it only on Linux).
+const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
 
 impl Filesystem {
     /// Opens `ino`; the inode stays alive until the handle is released. Opening a locked
@@ -46,7 +50,7 @@ impl Filesystem {
         mode: u32,
         _flags: i32,
     ) -> FsResult<(Attr, u64)> {
-        let mode = (mode & !libc::S_IFMT) | libc::S_IFREG;
+        let mode = (mode & !mode_bits::S_IFMT) | mode_bits::S_IFREG;
         let attr = self
             .create_node(caller, parent, name, mode, NewNode::Other(0))
             .await?;
@@ -182,7 +186,7 @@ impl Filesystem {
                 let mut node = inode::get(c, ino)?;
                 let now = Timestamp::now();
                 if let Some(mode) = changes.mode {
-                    node.mode = (node.mode & libc::S_IFMT) | (mode & 0o7777);
+                    node.mode = (node.mode & mode_bits::S_IFMT) | (mode & 0o7777);
                 }
                 let owner_change = changes.uid.is_some_and(|u| u != node.uid)
                     || changes.gid.is_some_and(|g| g != node.gid);
@@ -193,9 +197,9 @@ impl Filesystem {
                     node.gid = gid;
                 }
                 if owner_change && changes.mode.is_none() && !node.is_dir() {
-                    node.mode &= !libc::S_ISUID;
-                    if node.mode & libc::S_IXGRP != 0 {
-                        node.mode &= !libc::S_ISGID;
+                    node.mode &= !mode_bits::S_ISUID;
+                    if node.mode & mode_bits::S_IXGRP != 0 {
+                        node.mode &= !mode_bits::S_ISGID;
                     }
                 }
                 if let Some(size) = changes.size {
@@ -261,7 +265,7 @@ impl Filesystem {
                     })
                     .await
             }
-            libc::FALLOC_FL_KEEP_SIZE => Ok(()),
+            FALLOC_FL_KEEP_SIZE => Ok(()),
             _ => Err(errno(libc::EOPNOTSUPP)),
         }
     }

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::{errno, FsResult};
-use crate::types::{Attr, FileKind, Timestamp};
+use crate::types::{mode_bits, Attr, FileKind, Timestamp};
 
 /// One row of the `inodes` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl Inode {
     }
 
     pub(crate) fn is_dir(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFDIR
+        self.mode & mode_bits::S_IFMT == mode_bits::S_IFDIR
     }
 
     pub(crate) fn attr(&self) -> Attr {

@@ -19,7 +19,7 @@ use crate::mount_lock::{LockError, MountLock};
 use crate::params::{FsParams, LocalPaths, FS_REVISION, PARAMS_OBJECT};
 use crate::passphrase::{self, Passphrase, UnlockError};
 use crate::storage::{ObjectStore, StoreError};
-use crate::types::{Timestamp, CTRL_INODE, ROOT_INODE};
+use crate::types::{mode_bits, Timestamp, CTRL_INODE, ROOT_INODE};
 
 /// Settings of `mkfs`.
 #[derive(Debug, Clone)]
@@ -261,9 +261,9 @@ impl Filesystem {
                 nlink,
                 now,
             };
-            let root = inode::insert(c, &node(libc::S_IFDIR | 0o755, 3))?;
-            let ctrl = inode::insert(c, &node(libc::S_IFREG | 0o600, 1))?;
-            let lost = inode::insert(c, &node(libc::S_IFDIR | 0o700, 2))?;
+            let root = inode::insert(c, &node(mode_bits::S_IFDIR | 0o755, 3))?;
+            let ctrl = inode::insert(c, &node(mode_bits::S_IFREG | 0o600, 1))?;
+            let lost = inode::insert(c, &node(mode_bits::S_IFDIR | 0o700, 2))?;
             if root.id != ROOT_INODE || ctrl.id != CTRL_INODE {
                 return Err(FsError::Inconsistent(
                     "unexpected inode numbers in a new database".into(),

@@ -9,7 +9,8 @@ use super::inode::{self, Inode, NewInode, INODE_COLUMNS};
 use super::{check_new_name, Filesystem};
 use crate::error::{errno, FsResult};
 use crate::types::{
-    Attr, Caller, DirEntry, FileKind, RenameFlags, Timestamp, CTRL_INODE, CTRL_NAME, ROOT_INODE,
+    mode_bits, Attr, Caller, DirEntry, FileKind, RenameFlags, Timestamp, CTRL_INODE, CTRL_NAME,
+    ROOT_INODE,
 };
 
 /// The directory `id`, or `ENOTDIR`/`ENOENT`.
@@ -132,9 +133,9 @@ impl Filesystem {
         check_new_name(name)?;
         let name = name.as_bytes().to_vec();
         let (kind_bits, rdev, target) = match node {
-            NewNode::Dir => (libc::S_IFDIR, 0, None),
-            NewNode::Symlink(t) => (libc::S_IFLNK, 0, Some(t.to_vec())),
-            NewNode::Other(rdev) => (mode & libc::S_IFMT, rdev, None),
+            NewNode::Dir => (mode_bits::S_IFDIR, 0, None),
+            NewNode::Symlink(t) => (mode_bits::S_IFLNK, 0, Some(t.to_vec())),
+            NewNode::Other(rdev) => (mode & mode_bits::S_IFMT, rdev, None),
         };
         if FileKind::from_mode(kind_bits).is_none() {
             return Err(errno(libc::EINVAL));
@@ -146,15 +147,15 @@ impl Filesystem {
                 if entry(c, parent, &name)?.is_some() {
                     return Err(errno(libc::EEXIST));
                 }
-                let is_dir = kind_bits == libc::S_IFDIR;
+                let is_dir = kind_bits == mode_bits::S_IFDIR;
                 let mut perm = if target.is_some() {
                     0o777
                 } else {
                     mode & 0o7777
                 };
-                let gid = if p.mode & libc::S_ISGID != 0 {
+                let gid = if p.mode & mode_bits::S_ISGID != 0 {
                     if is_dir {
-                        perm |= libc::S_ISGID;
+                        perm |= mode_bits::S_ISGID;
                     }
                     p.gid
                 } else {
@@ -198,11 +199,13 @@ impl Filesystem {
         mode: u32,
         rdev: u32,
     ) -> FsResult<Attr> {
-        if mode & libc::S_IFMT == libc::S_IFDIR || mode & libc::S_IFMT == libc::S_IFLNK {
+        if mode & mode_bits::S_IFMT == mode_bits::S_IFDIR
+            || mode & mode_bits::S_IFMT == mode_bits::S_IFLNK
+        {
             return Err(errno(libc::EINVAL));
         }
-        let mode = if mode & libc::S_IFMT == 0 {
-            mode | libc::S_IFREG
+        let mode = if mode & mode_bits::S_IFMT == 0 {
+            mode | mode_bits::S_IFREG
         } else {
             mode
         };

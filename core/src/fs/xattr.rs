@@ -13,6 +13,11 @@ use crate::types::{Caller, Timestamp, XattrMode, CTRL_INODE};
 const XATTR_NAME_MAX: usize = 255;
 /// Largest attribute value, as on Linux.
 const XATTR_SIZE_MAX: usize = 65536;
+/// "No such attribute": `ENODATA` on Linux, `ENOATTR` on macOS and FreeBSD.
+#[cfg(target_os = "linux")]
+const ENOATTR: i32 = libc::ENODATA;
+#[cfg(not(target_os = "linux"))]
+const ENOATTR: i32 = libc::ENOATTR;
 
 impl Filesystem {
     /// Sets attribute `name` of `ino` (on the control file: runs a command).
@@ -48,7 +53,7 @@ impl Filesystem {
                     .is_some();
                 match mode {
                     XattrMode::Create if exists => return Err(errno(libc::EEXIST)),
-                    XattrMode::Replace if !exists => return Err(errno(libc::ENODATA)),
+                    XattrMode::Replace if !exists => return Err(errno(ENOATTR)),
                     _ => {}
                 }
                 c.prepare_cached("INSERT OR REPLACE INTO ext_attributes (inode, name, value) VALUES (?1, ?2, ?3)")?
@@ -59,7 +64,7 @@ impl Filesystem {
             .await
     }
 
-    /// The value of attribute `name` of `ino`, or `ENODATA`.
+    /// The value of attribute `name` of `ino`, or `ENOATTR`.
     pub async fn getxattr(&self, caller: Caller, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
         if ino == CTRL_INODE {
             return self.ctrl_query(caller, name.as_bytes()).await;
@@ -74,7 +79,7 @@ impl Filesystem {
                         if inode::get(c, ino).is_err() {
                             errno(libc::ENOENT)
                         } else {
-                            errno(libc::ENODATA)
+                            errno(ENOATTR)
                         }
                     })
             })
@@ -102,7 +107,7 @@ impl Filesystem {
             .await
     }
 
-    /// Removes attribute `name` of `ino`, or `ENODATA` if it has none.
+    /// Removes attribute `name` of `ino`, or `ENOATTR` if it has none.
     pub async fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
         if ino == CTRL_INODE {
             return Err(errno(libc::EPERM));
@@ -118,7 +123,7 @@ impl Filesystem {
                     .prepare_cached("DELETE FROM ext_attributes WHERE inode = ?1 AND name = ?2")?
                     .execute(params![ino, name])?;
                 if removed == 0 {
-                    return Err(errno(libc::ENODATA));
+                    return Err(errno(ENOATTR));
                 }
                 node.ctime = Timestamp::now();
                 node.save(c)

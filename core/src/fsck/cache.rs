@@ -18,6 +18,7 @@ use super::open::Session;
 use super::{in_db, path_of, FsckError, FsckOptions, FsckReport};
 use crate::blocks::{self, data_object_name};
 use crate::error::FsError;
+use crate::types::mode_bits;
 
 /// One cache file and what the metadata says about its position.
 struct Cached {
@@ -105,7 +106,7 @@ pub(super) async fn recover(
         for f in &cached {
             let size: Option<u64> = rusqlite::OptionalExtension::optional(c.query_row(
                 "SELECT size FROM inodes WHERE id = ?1 AND (mode & ?2) = ?3 AND nlink > 0",
-                rusqlite::params![f.inode, libc::S_IFMT, libc::S_IFREG],
+                rusqlite::params![f.inode, mode_bits::S_IFMT, mode_bits::S_IFREG],
                 |r| r.get(0),
             ))?;
             let stored = blocks::block_of(c, f.inode, f.blockno)?;

@@ -6,11 +6,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{path_of, FsckReport};
 use crate::error::FsResult;
 use crate::fs::inode::{self, NewInode};
-use crate::types::{Timestamp, CTRL_INODE, ROOT_INODE};
+use crate::types::{mode_bits, Timestamp, CTRL_INODE, ROOT_INODE};
 
 const LOST_FOUND: &[u8] = b"lost+found";
-const S_IFMT: i64 = libc::S_IFMT as i64;
-const S_IFDIR: i64 = libc::S_IFDIR as i64;
+const S_IFMT: i64 = mode_bits::S_IFMT as i64;
+const S_IFDIR: i64 = mode_bits::S_IFDIR as i64;
 
 /// The inode of `/lost+found`, created (or the non-directory in its place renamed) if
 /// needed.
@@ -42,7 +42,7 @@ pub(super) fn lost_found(c: &Connection, report: &mut FsckReport) -> FsResult<u6
     let dir = inode::insert(
         c,
         &NewInode {
-            mode: libc::S_IFDIR | 0o700,
+            mode: mode_bits::S_IFDIR | 0o700,
             uid: root.uid,
             gid: root.gid,
             rdev: 0,
