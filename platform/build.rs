@@ -9,6 +9,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("mkfs.s3ql", "mkfs-s3ql"),
     ("mount.s3ql", "mount-s3ql"),
     ("umount.s3ql", "umount-s3ql"),
+    // umount(8)'s helper for type fuse.s3ql (installed as /sbin/umount.fuse.s3ql).
+    ("umount.fuse.s3ql", "umount-s3ql"),
     ("fsck.s3ql", "fsck-s3ql"),
 ];
 

@@ -5,6 +5,8 @@
 #   tests/pjdfstest.sh                    # local:// backend; needs root and /dev/fuse
 #   S3QL_TEST_BACKEND=s3c tests/pjdfstest.sh   # s3c:// on the embedded test S3 server
 #
+# Linux and FreeBSD (fusefs: `kldload fusefs`; users are created with pw there).
+#
 # Environment:
 #   PJD_MIN_PASS   least number of passed tests (default 370; ext4 passes 383 of 398 here)
 #   PJD_MAX_FAIL   most failed tests allowed (default 5)
@@ -53,8 +55,16 @@ if [ -z "$PJD" ]; then
 fi
 [ -x "$PJD" ] || die "pjdfstest binary $PJD is not executable"
 
-getent group tests >/dev/null || groupadd tests
-id -u tests >/dev/null 2>&1 || useradd -M -N -g tests -s /usr/sbin/nologin tests
+if ! getent group tests >/dev/null; then
+    if command -v groupadd >/dev/null; then groupadd tests; else pw groupadd tests; fi # FreeBSD: pw
+fi
+if ! id -u tests >/dev/null 2>&1; then
+    if command -v useradd >/dev/null; then
+        useradd -M -N -g tests -s /usr/sbin/nologin tests
+    else
+        pw useradd tests -g tests -s /usr/sbin/nologin
+    fi
+fi
 getent passwd nobody >/dev/null || die "user nobody is missing"
 getent group nogroup >/dev/null || die "group nogroup is missing"
 
@@ -84,13 +94,18 @@ say "backend: $URL"
 COMMON=(--cachedir "$CACHE" --authfile "$WORK/authinfo2")
 MOUNTED=0
 
+# A FUSE mount at $MNT (mount(8)'s listing: "... on MNT type fuse.s3ql (...)" on Linux,
+# "... on MNT (fusefs.s3ql, ...)" on FreeBSD).
+fuse_mounted() { mount | grep " on $MNT " | grep -q fuse; }
+
 cleanup() {
     local rc=$?
-    if [ "$MOUNTED" = 1 ] || grep -qs " $MNT fuse" /proc/mounts; then
+    if [ "$MOUNTED" = 1 ] || fuse_mounted; then
         say "cleanup: unmounting $MNT"
         if ! timeout 300 "$BIN_DIR/umount.s3ql" "$MNT"; then
             say "cleanup: umount.s3ql failed; unmounting lazily"
-            fusermount3 -u -z "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+            fusermount3 -u -z "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null ||
+                umount -f "$MNT" 2>/dev/null || true
             rc=1
         fi
     fi
@@ -120,7 +135,7 @@ if ! timeout 120 "$BIN_DIR/mount.s3ql" "${COMMON[@]}" ${S3QL_ADAPTER:+--adapter 
     die "mount.s3ql failed"
 fi
 MOUNTED=1
-grep -qs " $MNT fuse" /proc/mounts || { show_log; die "mount.s3ql returned 0 but $MNT is not a FUSE mount"; }
+fuse_mounted || { show_log; die "mount.s3ql returned 0 but $MNT is not a FUSE mount"; }
 
 cat >"$WORK/pjd.toml" <<'EOF'
 [features]
@@ -179,7 +194,7 @@ trap - EXIT
 MOUNTED=0
 if ! timeout 300 "$BIN_DIR/umount.s3ql" "$MNT"; then
     show_log
-    fusermount3 -u -z "$MNT" 2>/dev/null || true
+    fusermount3 -u -z "$MNT" 2>/dev/null || umount -f "$MNT" 2>/dev/null || true
     say "work directory kept: $WORK"
     die "umount.s3ql failed after pjdfstest"
 fi

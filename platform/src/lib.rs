@@ -22,5 +22,6 @@ pub mod mounts;
 pub mod options;
 pub mod paths;
 pub mod prompt;
+pub mod sd_notify;
 pub mod storage_url;
 pub mod unlock;

@@ -6,11 +6,14 @@
 //! - `ro` is refused (exit 35);
 //! - words that only matter to mount(8) and fstab are ignored, as in S3QL: `rw defaults auto
 //!   noauto user nouser users owner group _netdev nofail nobootwait mand nomand diratime
-//!   nodiratime relatime norelatime strictatime`, and the userspace `x-*` and `comment=`;
+//!   nodiratime relatime norelatime strictatime`, and the userspace `x-*`, `X-*`, `comment=`,
+//!   `user=`, `helper=` and `uhelper=`;
 //! - the kernel mount flags `dev nodev suid nosuid exec noexec atime noatime sync async
 //!   dirsync` are passed to the FUSE mount (DESIGN.md §11; S3QL ignores them);
 //! - any other word `a` becomes `--a` and `b=c` becomes `--b c`, with `_` in the name read
 //!   as `-` (so both `allow-other` and `allow_other` work).
+//!
+//! The flags mount(8) passes to helpers for its own `-n`, `-s` and `-v` are dropped too.
 
 use std::ffi::OsString;
 
@@ -39,6 +42,12 @@ pub const IGNORED: &[&str] = &[
     "strictatime",
 ];
 
+/// Prefixes of mount(8)'s userspace `key=value` options (and `x-`/`X-` names), ignored.
+const IGNORED_PREFIXES: &[&str] = &["x-", "X-", "comment=", "user=", "helper=", "uhelper="];
+
+/// Flags mount(8) gives its helpers (`-n` no mtab, `-s` sloppy, `-v` verbose), ignored.
+const HELPER_FLAGS: &[&str] = &["-n", "-s", "-v"];
+
 /// Kernel mount flags that are passed to the FUSE mount.
 pub const KERNEL_FLAGS: &[&str] = &[
     "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "sync", "async",
@@ -65,6 +74,9 @@ pub fn rewrite_mount_args(args: Vec<OsString>) -> Result<Rewritten, ExitError> {
             out.extend(iter.by_ref());
             break;
         }
+        if HELPER_FLAGS.iter().any(|f| arg == *f) {
+            continue;
+        }
         let list = if arg == "-o" {
             iter.next().ok_or_else(|| {
                 ExitError::new(
@@ -88,8 +100,7 @@ pub fn rewrite_mount_args(args: Vec<OsString>) -> Result<Rewritten, ExitError> {
                     "read-only mounting (-o ro) is not supported",
                 ));
             }
-            // `x-*` and `comment=` are userspace options of mount(8)/systemd (fstab).
-            if IGNORED.contains(&word) || word.starts_with("x-") || word.starts_with("comment=") {
+            if IGNORED.contains(&word) || IGNORED_PREFIXES.iter().any(|p| word.starts_with(p)) {
                 continue;
             }
             if KERNEL_FLAGS.contains(&word) {
@@ -146,6 +157,34 @@ mod tests {
             ]
         );
         assert_eq!(r.kernel_flags, ["nosuid"]);
+    }
+
+    #[test]
+    fn as_mount8_helper() {
+        // What `mount -v -t s3ql URL MNT -o ...` runs, with an fstab line's options.
+        let r = rw(&[
+            "mount.s3ql",
+            "s3c://h/b/",
+            "/mnt",
+            "-v",
+            "-o",
+            "rw,_netdev,allow-other,authfile=/etc/a,compress=zstd-1,user=bob,uhelper=x,X-y,nofail",
+            "-n",
+        ])
+        .expect("valid");
+        assert_eq!(
+            strs(&r),
+            [
+                "mount.s3ql",
+                "s3c://h/b/",
+                "/mnt",
+                "--allow-other",
+                "--authfile",
+                "/etc/a",
+                "--compress",
+                "zstd-1"
+            ]
+        );
     }
 
     #[test]

@@ -4,12 +4,20 @@ use fuser::{Config, MountOption, SessionACL};
 
 use crate::MountConfig;
 
+/// The mount option that names the subtype, so the mount's type is `fuse.s3ql`.
+///
+/// A custom word rather than fuser's `Subtype`: fuser hands `Subtype` to fusermount3 and
+/// mount_fusefs only, and its direct mount(2) as root (type `fuse`) would drop it and show
+/// type `fuse`; a custom word reaches both the helpers and mount(2)'s data, where Linux
+/// (since 5.4) takes `subtype=` as a fuse mount parameter.
+const SUBTYPE: &str = "subtype=s3ql";
+
 /// The fuser configuration for `config`: fsname, subtype `s3ql`, default_permissions,
 /// `ro` if read-only, then the extra options; one request thread off Linux.
 pub(crate) fn fuser_config(config: &MountConfig) -> Config {
     let mut options = vec![
         MountOption::FSName(config.fs_name.clone()),
-        MountOption::Subtype("s3ql".to_owned()),
+        MountOption::CUSTOM(SUBTYPE.to_owned()),
         MountOption::DefaultPermissions,
     ];
     if config.read_only {
@@ -82,7 +90,7 @@ mod tests {
             c.mount_options,
             vec![
                 MountOption::FSName("local:///tmp/b".into()),
-                MountOption::Subtype("s3ql".into()),
+                MountOption::CUSTOM(SUBTYPE.into()),
                 MountOption::DefaultPermissions,
                 MountOption::RO,
                 MountOption::NoAtime,

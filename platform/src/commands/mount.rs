@@ -7,8 +7,12 @@
 //! waiting parent, serve until the kernel unmounts, and run `Filesystem::unmount`.
 //!
 //! Signals: SIGINT and SIGTERM are logged and answered by unmounting the mount point
-//! (`fusermount3 -u`); the session then ends and the normal unmount runs (data and metadata
-//! are uploaded). If the mount point is busy, the signal is logged and the mount stays up.
+//! (`fusermount3 -u`), lazily if it is busy (the kernel detaches it now and ends the session
+//! once the last open file is closed); the session then ends and the normal unmount runs
+//! (data and metadata are uploaded).
+//!
+//! With `--systemd` (systemd `Type=notify`), `READY=1` goes to `$NOTIFY_SOCKET` once the
+//! mount is in place and `STOPPING=1` when the session has ended and the upload begins.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use crate::exit::{self, code, fail};
 use crate::logging::{self, LogTarget};
 use crate::mount_opts::rewrite_mount_args;
 use crate::options::{self, LogArgs, Resolved, StorageArgs};
+use crate::sd_notify::Notifier;
 use crate::{backend, fusermount, mounts, paths, unlock};
 
 const LONG_ABOUT: &str = "\
@@ -29,15 +34,18 @@ Mount the S3QL filesystem at STORAGE_URL on MOUNTPOINT.
 
 Unless --fg or --systemd is given, mount.s3ql becomes a daemon and returns once the filesystem
 is mounted (or with the daemon's error). Unmount with umount.s3ql, which waits until all data
-has been uploaded. SIGINT or SIGTERM to the daemon unmounts the filesystem cleanly.
+has been uploaded. SIGINT or SIGTERM to the daemon unmounts the filesystem cleanly (lazily if
+it is busy) and uploads everything before the daemon exits.
 
 The mount(8) form is accepted too, for `mount -t s3ql` and /etc/fstab:
   mount.s3ql STORAGE_URL MOUNTPOINT -o opt,opt=value,...
 where `opt` means --opt and `opt=value` means --opt value (`_` may be used for `-`). The words
 rw, defaults, auto, noauto, user, nouser, users, owner, group, _netdev, nofail, nobootwait,
-mand, nomand, diratime, nodiratime, relatime, norelatime, strictatime, x-* and comment=* are
-ignored; the kernel flags dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async
-and dirsync are passed to the FUSE mount; ro is refused (exit 35).
+mand, nomand, diratime, nodiratime, relatime, norelatime, strictatime, x-*, X-*, comment=*,
+user=*, helper=* and uhelper=*, and mount(8)'s helper flags -n, -s and -v, are ignored; the
+kernel flags dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async and dirsync
+are passed to the FUSE mount; ro is refused (exit 35). Install the commands as
+/sbin/mount.s3ql and /sbin/umount.fuse.s3ql for mount(8) and umount(8) to find them.
 
 Storage URLs: local://PATH, s3://REGION/BUCKET[/PREFIX], s3c://HOST[:PORT]/BUCKET[/PREFIX] (and
 s3c4://), gs://BUCKET[/PREFIX], swift://HOST[:PORT]/CONTAINER[/PREFIX], sftp://[USER@]HOST/PATH.
@@ -119,8 +127,9 @@ pub struct MountArgs {
     /// Name of the mount in /proc/mounts and df [default: the canonical storage URL]
     #[arg(long, value_name = "NAME")]
     pub fs_name: Option<String>,
-    /// Run as a systemd service: currently the same as --fg (readiness notification to
-    /// systemd is not implemented yet: use Type=simple or Type=exec)
+    /// Run as a systemd Type=notify service: stay in the foreground, send READY=1 to
+    /// $NOTIFY_SOCKET once mounted and STOPPING=1 when unmounting (exit 2 if NOTIFY_SOCKET
+    /// is not set)
     #[arg(long)]
     pub systemd: bool,
     /// Upload metadata at least this often, in seconds (0: only at unmount and on request)
@@ -200,16 +209,22 @@ pub fn run(args: MountArgs, kernel_flags: Vec<String>) -> anyhow::Result<()> {
         ));
     }
     logging::init(&target, &args.logging, "mount.s3ql")?;
+    let notifier = match args.systemd {
+        false => None,
+        true => Some(Notifier::from_env().ok_or_else(|| {
+            fail(
+                code::USAGE,
+                "--systemd needs $NOTIFY_SOCKET: run it from a systemd service with Type=notify (or use --fg)",
+            )
+        })?),
+    };
     let plan = prepare(&args, kernel_flags)?;
 
     if foreground {
-        if args.systemd {
-            tracing::info!("--systemd: running in the foreground (systemd readiness notification is not implemented yet)");
-        }
-        return serve(plan, None);
+        return serve(plan, None, notifier);
     }
     let pipe = daemon::daemonize(&plan.resolved.cachedir)?;
-    serve(plan, Some(pipe))
+    serve(plan, Some(pipe), None)
 }
 
 /// Checks the options and the environment and computes the mount settings.
@@ -302,9 +317,14 @@ fn prepare(args: &MountArgs, kernel_flags: Vec<String>) -> anyhow::Result<MountP
 }
 
 /// Runs the mount (in the daemon when `pipe` is given): an error before the mount is ready
-/// is sent to the waiting parent and ends the daemon.
-fn serve(plan: MountPlan, mut pipe: Option<ResultPipe>) -> anyhow::Result<()> {
-    let result = serve_inner(plan, &mut pipe);
+/// is sent to the waiting parent and ends the daemon. `notifier` gets systemd's `READY=1`
+/// and `STOPPING=1`.
+fn serve(
+    plan: MountPlan,
+    mut pipe: Option<ResultPipe>,
+    notifier: Option<Notifier>,
+) -> anyhow::Result<()> {
+    let result = serve_inner(plan, &mut pipe, notifier.as_ref());
     if let (Err(err), Some(pipe)) = (&result, pipe.take()) {
         let (code, message) = exit::describe(err);
         tracing::error!(target: logging::FILE_ONLY_TARGET, "{message} (exit code {code})");
@@ -314,7 +334,11 @@ fn serve(plan: MountPlan, mut pipe: Option<ResultPipe>) -> anyhow::Result<()> {
     result
 }
 
-fn serve_inner(plan: MountPlan, pipe: &mut Option<ResultPipe>) -> anyhow::Result<()> {
+fn serve_inner(
+    plan: MountPlan,
+    pipe: &mut Option<ResultPipe>,
+    notifier: Option<&Notifier>,
+) -> anyhow::Result<()> {
     let MountPlan {
         resolved,
         mountpoint,
@@ -375,11 +399,16 @@ fn serve_inner(plan: MountPlan, pipe: &mut Option<ResultPipe>) -> anyhow::Result
         }
         pipe.success();
     }
+    notify(
+        notifier,
+        &format!("READY=1\nSTATUS=Mounted at {}", mountpoint.display()),
+    );
 
     runtime.spawn(unmount_on_signal(mountpoint.clone()));
     if let Err(e) = wait() {
         tracing::warn!("the FUSE session ended with an error: {e}");
     }
+    notify(notifier, "STOPPING=1\nSTATUS=Uploading data and metadata");
     tracing::info!("Unmounting: uploading data and metadata");
     let result = runtime.block_on(fs.unmount());
     drop(fs);
@@ -396,7 +425,18 @@ fn serve_inner(plan: MountPlan, pipe: &mut Option<ResultPipe>) -> anyhow::Result
     }
 }
 
-/// On SIGINT or SIGTERM: log it and ask the kernel to unmount, which ends the FUSE session.
+/// Sends `state` to systemd if `notifier` is set; a failure is logged (systemd then times
+/// the service out, which stops it cleanly through SIGTERM).
+fn notify(notifier: Option<&Notifier>, state: &str) {
+    if let Some(n) = notifier {
+        if let Err(e) = n.notify(state) {
+            tracing::error!("cannot notify systemd ({state:?}): {e}");
+        }
+    }
+}
+
+/// On SIGINT or SIGTERM: log it and ask the kernel to unmount (lazily if the filesystem is
+/// busy), which ends the FUSE session.
 async fn unmount_on_signal(mountpoint: PathBuf) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut int, mut term) = match (
@@ -416,7 +456,17 @@ async fn unmount_on_signal(mountpoint: PathBuf) {
         };
         tracing::warn!("received {name}: unmounting {}", mountpoint.display());
         let mp = mountpoint.clone();
-        match tokio::task::spawn_blocking(move || fusermount::kernel_unmount(&mp, false)).await {
+        let unmounted = tokio::task::spawn_blocking(move || {
+            fusermount::kernel_unmount(&mp, false).or_else(|e| {
+                tracing::warn!(
+                    "cannot unmount {} ({e}); detaching it lazily: the upload starts when the last open file is closed",
+                    mp.display()
+                );
+                fusermount::kernel_unmount(&mp, true)
+            })
+        })
+        .await;
+        match unmounted {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("cannot unmount {}: {e}", mountpoint.display()),
             Err(e) => tracing::error!("unmount task failed: {e}"),

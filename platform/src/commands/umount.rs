@@ -34,7 +34,11 @@ Exit codes:
     long_about = "Unmount the S3QL filesystem mounted at MOUNTPOINT.\n\n\
         Waits until all cached data has been uploaded, unmounts, and waits until the mount \
         daemon has uploaded the metadata and exited. With --lazy, only detaches the mount \
-        point and returns at once; the daemon finishes when the filesystem is no longer busy.",
+        point and returns at once; the daemon finishes when the filesystem is no longer busy.\n\n\
+        Installed as /sbin/umount.fuse.s3ql, it is what umount(8) runs for an s3ql mount that \
+        has an entry in /run/mount/utab (mounts through mount(8) or fstab with a userspace \
+        option such as _netdev), so that plain `umount MOUNTPOINT` waits for the upload too; \
+        umount's -l and -f then mean --lazy.",
     after_long_help = EXIT_CODES
 )]
 pub struct UmountArgs {
@@ -42,11 +46,36 @@ pub struct UmountArgs {
     #[arg(value_name = "MOUNTPOINT")]
     pub mountpoint: PathBuf,
     /// Lazy unmount: detach now, even if busy, and do not wait for the upload
-    #[arg(short = 'z', long)]
+    #[arg(short = 'z', long, short_alias = 'l')]
     pub lazy: bool,
+    /// umount(8) helper flags (`umount.fuse.s3ql MOUNTPOINT [-n] [-l] [-f] [-v] [-r] [-t
+    /// TYPE]`): `-l` and `-f` mean --lazy, the others are ignored.
+    #[command(flatten)]
+    pub helper: HelperFlags,
     /// Logging options.
     #[command(flatten)]
     pub log: ToolLogArgs,
+}
+
+/// The flags umount(8) passes to its `umount.<type>` helper, accepted so that `umount` of an
+/// s3ql mount runs umount.s3ql (installed as `/sbin/umount.fuse.s3ql`).
+#[derive(Debug, clap::Args)]
+pub struct HelperFlags {
+    /// umount -f: force (taken as --lazy)
+    #[arg(short = 'f', hide = true)]
+    force: bool,
+    /// umount -n: do not write /etc/mtab (ignored)
+    #[arg(short = 'n', hide = true)]
+    no_mtab: bool,
+    /// umount -v: verbose (ignored)
+    #[arg(short = 'v', hide = true)]
+    verbose: bool,
+    /// umount -r: remount read-only if unmounting fails (ignored)
+    #[arg(short = 'r', hide = true)]
+    read_only: bool,
+    /// umount -t TYPE: the filesystem type (ignored)
+    #[arg(short = 't', hide = true, value_name = "TYPE")]
+    fstype: Option<String>,
 }
 
 /// Entry point of `umount.s3ql`.
@@ -71,7 +100,7 @@ pub fn run(args: UmountArgs) -> anyhow::Result<()> {
         ));
     }
 
-    if args.lazy {
+    if args.lazy || args.helper.force {
         tracing::debug!("lazy unmount of {}", mountpoint.display());
         return fusermount::kernel_unmount(&mountpoint, true).map_err(|e| {
             fail(
@@ -146,18 +175,21 @@ fn normalize(p: &Path) -> PathBuf {
     p.components().collect()
 }
 
-/// An s3ql mount: type `fuse.s3ql`; or type `fuse` (a root mount through mount(2), where
-/// the kernel does not record the subtype) with the control file present, or whose daemon
-/// is gone (ENOTCONN: nothing can be asked, but it can still be unmounted).
+/// An s3ql mount: type `fuse.s3ql` (FreeBSD: `fusefs.s3ql`); or a FUSE type without the
+/// subtype (`fuse` from an old kernel's mount(2) as root, `fusefs`, macFUSE's `macfuse`,
+/// FUSE-T's `nfs`) with the control file present, or whose daemon is gone (ENOTCONN:
+/// nothing can be asked, but it can still be unmounted).
 fn is_s3ql(entry: &MountEntry, mountpoint: &Path) -> bool {
-    if entry.fstype == S3QL_FSTYPE {
+    if entry.fstype == S3QL_FSTYPE || entry.fstype == "fusefs.s3ql" {
         return true;
     }
-    entry.fstype == "fuse"
-        && match std::fs::symlink_metadata(ctrl::ctrl_path(mountpoint)) {
-            Ok(_) => true,
-            Err(e) => e.raw_os_error() == Some(libc::ENOTCONN),
-        }
+    matches!(
+        entry.fstype.as_str(),
+        "fuse" | "fusefs" | "macfuse" | "osxfuse" | "nfs"
+    ) && match std::fs::symlink_metadata(ctrl::ctrl_path(mountpoint)) {
+        Ok(_) => true,
+        Err(e) => e.raw_os_error() == Some(libc::ENOTCONN),
+    }
 }
 
 /// The command line of process `pid`, if it exists.
@@ -196,6 +228,13 @@ mod tests {
         let a = UmountArgs::try_parse_from(["umount.s3ql", "-z", "/mnt"]).expect("parses");
         assert!(a.lazy);
         assert_eq!(a.log.log, "none");
+        // As umount(8)'s helper.
+        let a =
+            UmountArgs::try_parse_from(["umount.fuse.s3ql", "/mnt", "-n", "-v", "-t", "fuse.s3ql"])
+                .expect("parses");
+        assert!(!a.lazy && !a.helper.force);
+        let a = UmountArgs::try_parse_from(["umount.fuse.s3ql", "/mnt", "-l"]).expect("parses");
+        assert!(a.lazy);
     }
 
     #[test]
