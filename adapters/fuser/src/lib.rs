@@ -4,8 +4,8 @@
 //!
 //! On Linux fuser reads requests on several threads; on FreeBSD it has a single session
 //! loop (`threads` is forced to 1), which hands every request to the tokio runtime and so
-//! only decodes and dispatches. On macOS (where fuser would need macFUSE's libfuse at build
-//! time) `mount` fails with `Unsupported`: the fuse-backend-rs adapter serves macOS.
+//! only decodes and dispatches. On macOS, where fuser would need macFUSE's libfuse at build
+//! time, this crate is empty: the fuse-backend-rs adapter serves macOS.
 
 #[cfg(not(target_os = "macos"))]
 mod convert;
@@ -31,41 +31,3 @@ pub use s3ql_core::MountConfig;
 
 #[cfg(not(target_os = "macos"))]
 pub use session::{mount, Mounted};
-
-#[cfg(target_os = "macos")]
-pub use unsupported::{mount, Mounted};
-
-#[cfg(target_os = "macos")]
-mod unsupported {
-    use std::io;
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use tokio::runtime::Handle;
-
-    use crate::MountConfig;
-
-    /// A live mount (never made on this system).
-    #[derive(Debug)]
-    pub struct Mounted(());
-
-    /// Fails: on macOS the fuse-backend-rs adapter serves FUSE (macFUSE or FUSE-T).
-    pub fn mount(
-        _fs: Arc<s3ql_core::Filesystem>,
-        _runtime: Handle,
-        _mountpoint: &Path,
-        _config: &MountConfig,
-    ) -> io::Result<Mounted> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the fuser adapter is not built on macOS; use --adapter fuse-backend-rs",
-        ))
-    }
-
-    impl Mounted {
-        /// Returns at once.
-        pub fn wait(self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-}

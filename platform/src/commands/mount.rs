@@ -369,8 +369,15 @@ fn serve_inner(
 
     let (handle, fs2) = (runtime.handle().clone(), Arc::clone(&fs));
     let mounted: std::io::Result<Box<dyn FnOnce() -> std::io::Result<()>>> = match adapter {
+        #[cfg(not(target_os = "macos"))]
         Adapter::Fuser => s3ql_fuser::mount(fs2, handle, &mountpoint, &fuse)
             .map(|m| Box::new(move || m.wait()) as _),
+        // fuser would need macFUSE's libfuse at build time: s3ql-fuser is not built there.
+        #[cfg(target_os = "macos")]
+        Adapter::Fuser => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the fuser adapter is not built on macOS; use --adapter fuse-backend-rs",
+        )),
         Adapter::FuseBackendRs => s3ql_fuse_backend::mount(fs2, handle, &mountpoint, &fuse)
             .map(|m| Box::new(move || m.wait()) as _),
     };
