@@ -1,9 +1,9 @@
 //! Reference-counted, de-duplicated data blocks in the metadata database.
 //!
 //! A block row is shared by every `(inode, blockno)` that holds the same plaintext
-//! (identified by its SHA-256). Its refcount always equals the number of `inode_blocks`
-//! rows that point at it; every function here keeps that invariant within the caller's
-//! transaction. An object whose block lost its last reference is returned to the caller,
+//! (identified by its SHA-256). Its refcount (a row of `block_refcounts`, which exists
+//! exactly when the block row does) always equals the number of `inode_blocks` rows that
+//! point at it; every function here keeps that invariant within the caller's transaction. An object whose block lost its last reference is returned to the caller,
 //! who deletes it from the storage only after the transaction has committed.
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -70,10 +70,30 @@ pub(crate) fn insert_block(
     stored_size: u64,
 ) -> FsResult<u64> {
     conn.prepare_cached(
-        "INSERT INTO blocks (hash, size, refcount, obj_id, stored_size) VALUES (?1, ?2, 0, ?3, ?4)",
+        "INSERT INTO blocks (hash, size, obj_id, stored_size) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![hash, size, obj_id, stored_size])?;
-    Ok(conn.last_insert_rowid() as u64)
+    let id = conn.last_insert_rowid() as u64;
+    conn.prepare_cached("INSERT INTO block_refcounts (id, refcount) VALUES (?1, 0)")?
+        .execute([id])?;
+    Ok(id)
+}
+
+/// Adds one reference to `block_id` (the caller adds the `inode_blocks` row).
+pub(crate) fn add_ref(conn: &Connection, block_id: u64) -> FsResult<()> {
+    conn.prepare_cached("UPDATE block_refcounts SET refcount = refcount + 1 WHERE id = ?1")?
+        .execute([block_id])?;
+    Ok(())
+}
+
+/// Deletes block `block_id` (its row and its reference count) whatever its references;
+/// returns its object, which the caller deletes from the storage after the commit.
+pub(crate) fn delete_block(conn: &Connection, block_id: u64) -> FsResult<u64> {
+    conn.prepare_cached("DELETE FROM block_refcounts WHERE id = ?1")?
+        .execute([block_id])?;
+    Ok(conn
+        .prepare_cached("DELETE FROM blocks WHERE id = ?1 RETURNING obj_id")?
+        .query_row([block_id], |r| r.get(0))?)
 }
 
 /// Points `(inode, blockno)` at `block_id` (or makes it a hole with `None`), adjusting
@@ -97,8 +117,7 @@ pub(crate) fn set_block(
                 "INSERT OR REPLACE INTO inode_blocks (inode, blockno, block_id) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![inode, blockno, id])?;
-            conn.prepare_cached("UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1")?
-                .execute([id])?;
+            add_ref(conn, id)?;
         }
         None => {
             conn.prepare_cached("DELETE FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?
@@ -113,17 +132,15 @@ pub(crate) fn set_block(
 
 /// Drops one reference to `block_id`; deletes the row and returns its object when none is left.
 pub(crate) fn release_block(conn: &Connection, block_id: u64) -> FsResult<Option<u64>> {
-    let (refcount, obj_id): (i64, u64) = conn
+    let refcount: i64 = conn
         .prepare_cached(
-            "UPDATE blocks SET refcount = refcount - 1 WHERE id = ?1 RETURNING refcount, obj_id",
+            "UPDATE block_refcounts SET refcount = refcount - 1 WHERE id = ?1 RETURNING refcount",
         )?
-        .query_row([block_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        .query_row([block_id], |r| r.get(0))?;
     if refcount > 0 {
         return Ok(None);
     }
-    conn.prepare_cached("DELETE FROM blocks WHERE id = ?1")?
-        .execute([block_id])?;
-    Ok(Some(obj_id))
+    delete_block(conn, block_id).map(Some)
 }
 
 /// Removes every block of `inode` from `first_blockno` on; returns the objects to delete.
@@ -160,7 +177,8 @@ fn change_refs(conn: &Connection, inodes: &str, sign: i64) -> FsResult<()> {
     ))?
     .execute([])?;
     conn.prepare_cached(
-        "UPDATE blocks SET refcount = refcount + ?1 * (SELECT d.n FROM temp.block_delta d WHERE d.id = blocks.id)
+        "UPDATE block_refcounts
+         SET refcount = refcount + ?1 * (SELECT d.n FROM temp.block_delta d WHERE d.id = block_refcounts.id)
          WHERE id IN (SELECT id FROM temp.block_delta)",
     )?
     .execute([sign])?;
@@ -186,9 +204,14 @@ pub(crate) fn remove_blocks_of_set(conn: &Connection) -> FsResult<Vec<u64>> {
     change_refs(conn, "SELECT id AS ino FROM temp.inode_set", -1)?;
     conn.prepare_cached("DELETE FROM inode_blocks WHERE inode IN (SELECT id FROM temp.inode_set)")?
         .execute([])?;
+    conn.prepare_cached(
+        "DELETE FROM block_refcounts WHERE id IN (SELECT id FROM temp.block_delta) AND refcount = 0",
+    )?
+    .execute([])?;
     let dead = conn
         .prepare_cached(
-            "DELETE FROM blocks WHERE id IN (SELECT id FROM temp.block_delta) AND refcount = 0
+            "DELETE FROM blocks WHERE id IN (SELECT d.id FROM temp.block_delta d
+                 WHERE NOT EXISTS (SELECT 1 FROM block_refcounts r WHERE r.id = d.id))
              RETURNING obj_id",
         )?
         .query_map([], |r| r.get(0))?

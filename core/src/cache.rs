@@ -37,6 +37,8 @@ struct EntryState {
     /// finishes later must not re-point the block at its stale content).
     recorded: u64,
     removed: bool,
+    /// The last upload of this block failed (write-back retries it).
+    upload_failed: bool,
 }
 
 struct Entry {
@@ -73,6 +75,8 @@ pub struct CacheUsage {
     pub dirty_bytes: u64,
     /// Number of dirty blocks.
     pub dirty_entries: u64,
+    /// Number of dirty blocks whose last upload failed.
+    pub failed_entries: u64,
 }
 
 /// Cached blocks of all files, keyed by `(inode, block number)`.
@@ -221,14 +225,38 @@ impl BlockCache {
         offset: u64,
         len: usize,
     ) -> FsResult<Vec<u8>> {
-        let state = self.lock_loaded((inode, blockno), false).await?;
+        let mut state = self.lock_loaded((inode, blockno), false).await?;
         let mut buf = vec![0u8; len];
         let avail = state.len.saturating_sub(offset).min(len as u64) as usize;
         if avail > 0 {
             let file = self.open((inode, blockno))?;
             file.read_exact_at(&mut buf[..avail], offset)?;
         }
+        let lock = tokio::sync::OwnedMutexGuard::mutex(&state).clone();
+        self.forget_hole((inode, blockno), &lock, &mut state);
         Ok(buf)
+    }
+
+    /// Drops the entry of `key` (whose mutex `lock` the caller holds as `state`) if it is a
+    /// clean hole: it holds no bytes, so keeping it would only grow the map (reading a large
+    /// sparse file) and the entry count.
+    fn forget_hole(
+        &self,
+        key: Key,
+        lock: &Arc<tokio::sync::Mutex<EntryState>>,
+        state: &mut EntryState,
+    ) {
+        if state.removed || state.len > 0 || state.dirty_since.is_some() {
+            return;
+        }
+        let entry = self
+            .map()
+            .get(&key)
+            .filter(|e| Arc::ptr_eq(&e.state, lock))
+            .cloned();
+        if let Some(entry) = entry {
+            self.drop_entry(&entry, state);
+        }
     }
 
     /// Writes `data` at `offset` within block `blockno` of `inode` and marks it dirty.
@@ -387,6 +415,7 @@ impl BlockCache {
             state.recorded = generation;
             if state.generation == generation {
                 state.dirty_since = None;
+                self.forget_hole(key, &entry.state, &mut state);
             }
         }
         drop(state);
@@ -444,7 +473,14 @@ impl BlockCache {
     }
 
     async fn upload_all(&self, dirty: Vec<Arc<Entry>>) -> FsResult<()> {
-        let uploads: Vec<_> = dirty.iter().map(|e| self.upload(e)).collect();
+        let uploads: Vec<_> = dirty
+            .iter()
+            .map(|e| async move {
+                let result = self.upload(e).await;
+                e.state.lock().await.upload_failed = result.is_err();
+                result
+            })
+            .collect();
         let results: Vec<FsResult<()>> = futures::stream::iter(uploads)
             .buffer_unordered(self.cfg.max_connections.max(1))
             .collect()
@@ -536,18 +572,24 @@ impl BlockCache {
         self.wake_flusher.notify_one();
     }
 
-    /// Current figures.
+    /// Current figures. A clean entry without bytes (a hole being read or read ahead) is no
+    /// cache entry: it has no file in the cache directory.
     pub(crate) fn usage(&self) -> CacheUsage {
         let mut u = CacheUsage::default();
         for e in self.map().values() {
-            u.entries += 1;
             if let Ok(s) = e.state.try_lock() {
+                if s.len == 0 && s.dirty_since.is_none() {
+                    continue;
+                }
+                u.entries += 1;
                 u.bytes += s.len;
                 if s.dirty_since.is_some() {
                     u.dirty_entries += 1;
                     u.dirty_bytes += s.len;
+                    u.failed_entries += u64::from(s.upload_failed);
                 }
             } else {
+                u.entries += 1;
                 u.dirty_entries += 1;
             }
         }

@@ -197,7 +197,7 @@ fn damaged_filesystems_are_reported_and_repaired() {
         damage_db(
             dir.path(),
             &format!(
-                "UPDATE blocks SET refcount = 7
+                "UPDATE block_refcounts SET refcount = 7
                  WHERE id = (SELECT block_id FROM inode_blocks WHERE inode = {shared});
                  INSERT INTO contents (parent, name, inode) VALUES (1, CAST('ghost' AS BLOB), 9999);
                  DELETE FROM contents WHERE inode = {orphan};"

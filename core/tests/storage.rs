@@ -239,6 +239,78 @@ async fn outage_during_writes_loses_nothing_and_recovers() {
     fs.unmount().await.expect("unmount");
 }
 
+/// The upload and cache figures of the statistics against independent counts: while the
+/// storage is down, a flush tries each dirty block once and the fault-injecting store counts
+/// the uploads it refused; reading the holes of a sparse file adds no cache entry (the cache
+/// directory holds one file per entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_uploads_and_cache_entries_match_independent_counts() {
+    let faulty = FaultyStore::new(Arc::new(MemoryStore::new()), FaultConfig::default());
+    let store: Arc<dyn ObjectStore> = Arc::new(faulty.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    mkfs(store.clone(), dir.path(), BLOCK).await;
+    let fs = Filesystem::mount(store.clone(), options(dir.path()))
+        .await
+        .expect("mount");
+    let cache_files = || {
+        std::fs::read_dir(dir.path().join("fs-cache"))
+            .expect("cache directory")
+            .count() as u64
+    };
+
+    // Eight blocks, of which only blocks 3 and 7 hold data.
+    let (attr, fh) = fs
+        .create(
+            CALLER,
+            ROOT_INODE,
+            OsStr::new("sparse"),
+            0o644,
+            libc::O_RDWR,
+        )
+        .await
+        .expect("create");
+    let mut sparse = vec![0u8; 8 * BLOCK as usize];
+    sparse[3 * BLOCK as usize..][..100].copy_from_slice(&data(7, 100));
+    *sparse.last_mut().expect("last byte") = 1;
+    fs.write(
+        attr.ino,
+        fh,
+        3 * BLOCK,
+        &sparse[3 * BLOCK as usize..][..100],
+    )
+    .await
+    .expect("write");
+    fs.write(attr.ino, fh, 8 * BLOCK - 1, &[1])
+        .await
+        .expect("write");
+    fs.release(attr.ino, fh).await.expect("release");
+    fs.flush_cache().await.expect("flush");
+    assert!(read_file(&fs, "sparse").await.expect("read") == sparse);
+    let s = fs.stats().await.expect("stats");
+    assert_eq!((s.cache_entries, cache_files()), (2, 2), "{s:?}");
+
+    faulty.set_outage(true);
+    let b = data(2, 5 * BLOCK as usize + 3);
+    write_file(&fs, "b", &b).await;
+    let s = fs.stats().await.expect("stats");
+    assert_eq!((s.dirty_entries, s.failed_uploads), (6, 0), "{s:?}");
+    let injected = faulty.injected();
+    fs.flush_cache().await.expect_err("flush during the outage");
+    let refused = faulty.injected() - injected;
+    let s = fs.stats().await.expect("stats");
+    assert_eq!(refused, 6, "one refused upload per block");
+    assert_eq!((s.failed_uploads, s.dirty_entries), (refused, 6), "{s:?}");
+    assert_eq!((s.cache_entries, cache_files()), (8, 8), "{s:?}");
+
+    faulty.set_outage(false);
+    fs.flush_cache().await.expect("flush after the outage");
+    let s = fs.stats().await.expect("stats");
+    assert_eq!((s.failed_uploads, s.dirty_entries), (0, 0), "{s:?}");
+    assert_eq!(s.cache_entries, cache_files());
+    assert!(read_file(&fs, "b").await.expect("read") == b);
+    fs.unmount().await.expect("unmount");
+}
+
 /// Counts what passes through to a store.
 #[derive(Default)]
 struct Counts {

@@ -324,8 +324,11 @@ fn names(dir: &Path) -> Vec<Vec<u8>> {
 }
 
 /// Every change below `locked` (a locked tree holding `f`, `d/g`, `e/`, and `f` with the
-/// xattr `user.a`) must fail with EPERM; `outside/o` is an unlocked file. Returns the
-/// operations that did not. `old` is a handle on `f` opened for writing before the lock.
+/// xattr `user.a`) must fail with EPERM: each operation of the list (write-open,
+/// create, unlink, rename in or out, mkdir, rmdir, chmod, chown, truncate, utime, setxattr,
+/// removexattr, symlink, link into), also one level down or on the top where that takes
+/// another path. `outside/o` is an unlocked file. Returns the operations that did not fail
+/// so. `old` is a handle on `f` opened for writing before the lock.
 fn lock_violations(mnt: &Path, old: Option<&File>) -> Vec<String> {
     let l = mnt.join("locked");
     let out = mnt.join("outside");
@@ -345,8 +348,14 @@ fn lock_violations(mnt: &Path, old: Option<&File>) -> Vec<String> {
                     .open(&f),
             ),
         ),
+        (
+            "open for appending",
+            errno_of(OpenOptions::new().append(true).open(&f)),
+        ),
         ("create", errno_of(File::create(l.join("new")))),
+        ("create below", errno_of(File::create(l.join("d/new")))),
         ("mkdir", errno_of(fs::create_dir(l.join("newdir")))),
+        ("mkdir below", errno_of(fs::create_dir(l.join("d/newdir")))),
         (
             "mknod",
             errno_of(sys::mknod(&l.join("fifo"), libc::S_IFIFO | 0o644, 0)),
@@ -356,8 +365,16 @@ fn lock_violations(mnt: &Path, old: Option<&File>) -> Vec<String> {
             errno_of(std::os::unix::fs::symlink("f", l.join("sl"))),
         ),
         (
+            "symlink below",
+            errno_of(std::os::unix::fs::symlink("f", l.join("d/sl"))),
+        ),
+        (
             "link into",
             errno_of(fs::hard_link(out.join("o"), l.join("o"))),
+        ),
+        (
+            "link into below",
+            errno_of(fs::hard_link(out.join("o"), l.join("d/o"))),
         ),
         (
             "link of a locked file",
@@ -373,6 +390,14 @@ fn lock_violations(mnt: &Path, old: Option<&File>) -> Vec<String> {
             errno_of(fs::rename(out.join("o"), l.join("o"))),
         ),
         (
+            "rename in over a locked file",
+            errno_of(fs::rename(out.join("o"), &f)),
+        ),
+        (
+            "rename out over an unlocked file",
+            errno_of(fs::rename(l.join("d/g"), out.join("o"))),
+        ),
+        (
             "rename of the top",
             errno_of(fs::rename(&l, out.join("moved"))),
         ),
@@ -381,7 +406,19 @@ fn lock_violations(mnt: &Path, old: Option<&File>) -> Vec<String> {
         ("chown", errno_of(sys::lchown(&f, 42, 42))),
         ("truncate", errno_of(sys::truncate(&f, 1))),
         ("utime", errno_of(sys::set_times(&f, (5, 0), (5, 0)))),
+        (
+            "utime of the top",
+            errno_of(sys::set_times(&l, (5, 0), (5, 0))),
+        ),
         ("setxattr", errno_of(sys::set_xattr(&f, b"user.b", b"x"))),
+        (
+            "setxattr replacing",
+            errno_of(sys::set_xattr(&f, b"user.a", b"2")),
+        ),
+        (
+            "setxattr of the top",
+            errno_of(sys::set_xattr(&l, b"user.b", b"x")),
+        ),
         ("removexattr", errno_of(sys::remove_xattr(&f, b"user.a"))),
     ];
     if let Some(h) = old {
@@ -448,9 +485,18 @@ fn lock_matrix_before_and_after_remount() {
     fs.umount();
     fs.new_cache();
     fs.mount();
+    let before = tree::scan(&fs.mnt).expect("scan");
     let violations = lock_violations(&fs.mnt, None);
     assert!(violations.is_empty(), "after a remount: {violations:#?}");
     assert_eq!(fs::read(l.join("f")).expect("read"), b"locked data");
+    tree::assert_no_diffs(
+        "tree after the refused changes, after a remount",
+        &tree::compare(
+            &before,
+            &tree::scan(&fs.mnt).expect("scan"),
+            CompareOptions { atime: false },
+        ),
+    );
 
     // Only the top of a locked tree can be removed; then nothing of it stays visible.
     let out = run_tool("s3qlrm", &[&l.join("d")]);
@@ -665,6 +711,7 @@ fn s3qlstat_matches_independent_counts() {
         ("cache_bytes", cached.iter().sum()),
         ("dirty_entries", 0),
         ("dirty_bytes", 0),
+        ("failed_uploads", 0),
     ]);
     let mut report = String::from("MEASURED s3qlstat figures (s3qlstat = independent count):");
     for (k, v) in &independent {
@@ -678,6 +725,13 @@ fn s3qlstat_matches_independent_counts() {
         );
     }
     assert_eq!(s.len(), independent.len(), "unchecked figures: {s:?}");
+    // Reading every file above (the holes of a/sparse too) left one entry per cache file.
+    let files = fs::read_dir(&cache_dir).expect("readdir cache").count() as u64;
+    let after_reads = stats(m)["cache_entries"];
+    note(&format!(
+        "MEASURED s3qlstat cache entries after reading every file: {after_reads} = {files} files in the cache directory"
+    ));
+    assert_eq!(after_reads, files, "cache entries after the reads");
 
     let text = tool("s3qlstat", &[OsStr::new("--raw"), m.as_os_str()], None);
     text.expect_success();

@@ -5,21 +5,29 @@ use rusqlite::Connection;
 use super::Filesystem;
 use crate::error::FsResult;
 
-/// One reference count that can be recomputed from the tables.
+/// What a reference count counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    /// `inodes.nlink`.
+    Links,
+    /// `block_refcounts.refcount`.
+    BlockRefs,
+}
+
+/// One kind of reference count that can be recomputed from the tables.
 #[derive(Debug)]
 struct RefcountCheck {
     what: &'static str,
-    table: &'static str,
-    column: &'static str,
-    /// Returns `(id, stored, recomputed)` rows where the two differ.
+    counted: Counted,
+    /// Returns `(id, stored, recomputed)` rows where the two differ; `stored` is NULL for a
+    /// block without a count, `recomputed` NULL for a count without a block.
     sql: &'static str,
 }
 
 const REFCOUNT_CHECKS: &[RefcountCheck] = &[
     RefcountCheck {
         what: "inode link count",
-        table: "inodes",
-        column: "nlink",
+        counted: Counted::Links,
         sql: "SELECT i.id, i.nlink,
                 CASE WHEN (i.mode & 61440) != 16384 THEN (SELECT COUNT(*) FROM contents c WHERE c.inode = i.id)
                      WHEN i.id = 1 OR EXISTS (SELECT 1 FROM contents c WHERE c.inode = i.id)
@@ -30,10 +38,15 @@ const REFCOUNT_CHECKS: &[RefcountCheck] = &[
     },
     RefcountCheck {
         what: "block reference count",
-        table: "blocks",
-        column: "refcount",
-        sql: "SELECT b.id, b.refcount, (SELECT COUNT(*) FROM inode_blocks ib WHERE ib.block_id = b.id) AS expected
-         FROM blocks b WHERE b.refcount != expected",
+        counted: Counted::BlockRefs,
+        // One pass over `inode_blocks` (there is no index by block).
+        sql: "WITH used (id, n) AS (SELECT block_id, COUNT(*) FROM inode_blocks GROUP BY block_id)
+         SELECT b.id, r.refcount, COALESCE(u.n, 0) AS expected
+         FROM blocks b LEFT JOIN block_refcounts r ON r.id = b.id LEFT JOIN used u ON u.id = b.id
+         WHERE r.refcount IS NOT expected
+         UNION ALL
+         SELECT r.id, r.refcount, NULL FROM block_refcounts r
+         WHERE NOT EXISTS (SELECT 1 FROM blocks b WHERE b.id = r.id)",
     },
 ];
 
@@ -43,37 +56,53 @@ pub(crate) struct Mismatch {
     check: &'static RefcountCheck,
     /// Row id (inode or block).
     pub id: i64,
-    /// The stored count.
-    pub stored: i64,
-    /// The count recomputed from the tables.
-    pub expected: i64,
+    /// The stored count (`None`: a block without a count).
+    pub stored: Option<i64>,
+    /// The count recomputed from the tables (`None`: a count without a block).
+    pub expected: Option<i64>,
 }
 
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} of {}: stored {}, recomputed {}",
-            self.check.what, self.id, self.stored, self.expected
-        )
+        let count = |n: Option<i64>| n.map_or_else(|| "none".to_owned(), |n| n.to_string());
+        match self.expected {
+            None => write!(
+                f,
+                "{} of {}: stored {}, but there is no such block",
+                self.check.what,
+                self.id,
+                count(self.stored)
+            ),
+            Some(_) => write!(
+                f,
+                "{} of {}: stored {}, recomputed {}",
+                self.check.what,
+                self.id,
+                count(self.stored),
+                count(self.expected)
+            ),
+        }
     }
 }
 
 impl Mismatch {
     /// Whether this is the reference count of a block (else the link count of an inode).
     pub(crate) fn is_block(&self) -> bool {
-        self.check.table == "blocks"
+        self.check.counted == Counted::BlockRefs
     }
 
-    /// Stores the recomputed count.
+    /// Stores the recomputed count (removes a count without a block).
     pub(crate) fn repair(&self, c: &Connection) -> FsResult<()> {
-        c.execute(
-            &format!(
-                "UPDATE {} SET {} = ?2 WHERE id = ?1",
-                self.check.table, self.check.column
-            ),
-            [self.id, self.expected],
-        )?;
+        match (self.check.counted, self.expected) {
+            (Counted::Links, Some(n)) => {
+                c.execute("UPDATE inodes SET nlink = ?2 WHERE id = ?1", [self.id, n])?
+            }
+            (Counted::BlockRefs, Some(n)) => c.execute(
+                "INSERT OR REPLACE INTO block_refcounts (id, refcount) VALUES (?1, ?2)",
+                [self.id, n],
+            )?,
+            (_, None) => c.execute("DELETE FROM block_refcounts WHERE id = ?1", [self.id])?,
+        };
         Ok(())
     }
 }

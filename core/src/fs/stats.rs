@@ -29,12 +29,16 @@ pub struct Stats {
     pub db_bytes: u64,
     /// Bytes in the local block cache.
     pub cache_bytes: u64,
-    /// Blocks in the local block cache.
+    /// Blocks in the local block cache (files in the cache directory; a hole that is read
+    /// is none).
     pub cache_entries: u64,
     /// Bytes of cached blocks not yet in the backend.
     pub dirty_bytes: u64,
     /// Cached blocks not yet in the backend (uploads pending).
     pub dirty_entries: u64,
+    /// Of those, the blocks whose last upload failed (write-back retries them).
+    #[serde(default)]
+    pub failed_uploads: u64,
 }
 
 impl Filesystem {
@@ -75,6 +79,7 @@ impl Filesystem {
         stats.cache_entries = usage.entries;
         stats.dirty_bytes = usage.dirty_bytes;
         stats.dirty_entries = usage.dirty_entries;
+        stats.failed_uploads = usage.failed_entries;
         Ok(stats)
     }
 }

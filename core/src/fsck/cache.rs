@@ -212,10 +212,7 @@ pub(super) async fn recover(
         held.sort_unstable();
         held.dedup();
         for id in &held {
-            c.execute(
-                "UPDATE blocks SET refcount = refcount + 1 WHERE id = ?1",
-                [id],
-            )?;
+            blocks::add_ref(c, *id)?;
         }
         let mut dead = Vec::new();
         let mut messages = Vec::new();

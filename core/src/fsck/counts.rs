@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection};
 
 use super::{path_of, FsckReport};
+use crate::blocks;
 use crate::error::FsResult;
 use crate::fs::check::refcount_mismatches;
 use crate::meta::META_NEXT_OBJECT_ID;
@@ -13,13 +14,8 @@ pub(super) fn refcounts(c: &Connection, report: &mut FsckReport) -> FsResult<Vec
     let mut dead = Vec::new();
     for m in refcount_mismatches(c)? {
         report.problem(m.to_string());
-        if m.is_block() && m.expected == 0 {
-            let obj: u64 = c.query_row(
-                "DELETE FROM blocks WHERE id = ?1 RETURNING obj_id",
-                [m.id],
-                |r| r.get(0),
-            )?;
-            dead.push(obj);
+        if m.is_block() && m.expected == Some(0) {
+            dead.push(blocks::delete_block(c, m.id as u64)?);
         } else {
             m.repair(c)?;
         }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::Connection;
 
 use super::{path_of, FsckReport};
-use crate::blocks::data_object_name;
+use crate::blocks::{self, data_object_name};
 use crate::error::FsResult;
 use crate::storage::{ObjectStore, StoreError};
 
@@ -36,18 +36,36 @@ pub(super) fn missing(
     block_size: u64,
     report: &mut FsckReport,
 ) -> FsResult<()> {
-    let blocks: Vec<(u64, u64)> = c
+    let lost: Vec<(u64, u64)> = c
         .prepare("SELECT id, obj_id FROM blocks")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .filter(|row| {
+            row.as_ref()
+                .map_or(true, |(_, obj)| !stored.contains_key(obj))
+        })
         .collect::<Result<_, _>>()?;
-    for (block, obj) in blocks.into_iter().filter(|(_, o)| !stored.contains_key(o)) {
-        let users: Vec<(u64, u64)> = c
-            .prepare_cached(
-                "DELETE FROM inode_blocks WHERE block_id = ?1 RETURNING inode, blockno",
-            )?
-            .query_map([block], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        c.execute("DELETE FROM blocks WHERE id = ?1", [block])?;
+    if lost.is_empty() {
+        return Ok(());
+    }
+    let lost_ids: HashSet<u64> = lost.iter().map(|(id, _)| *id).collect();
+    // One pass over the block references (there is no index by block).
+    let mut users: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+    for row in c
+        .prepare("SELECT block_id, inode, blockno FROM inode_blocks")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    {
+        let (block, inode, blockno): (u64, u64, u64) = row?;
+        if lost_ids.contains(&block) {
+            users.entry(block).or_default().push((inode, blockno));
+        }
+    }
+    for (block, obj) in lost {
+        let users = users.remove(&block).unwrap_or_default();
+        for (ino, blockno) in &users {
+            c.prepare_cached("DELETE FROM inode_blocks WHERE inode = ?1 AND blockno = ?2")?
+                .execute([ino, blockno])?;
+        }
+        blocks::delete_block(c, block)?;
         let name = data_object_name(obj);
         if users.is_empty() {
             report.problem(format!("object {name} is missing (no file used it)"));

@@ -1,6 +1,13 @@
 //! The database schema (see DESIGN.md §4). Reference counts (`inodes.nlink`,
-//! `blocks.refcount`) are derived data that fsck recomputes from `contents` and
+//! `block_refcounts.refcount`) are derived data that fsck recomputes from `contents` and
 //! `inode_blocks`.
+//!
+//! The layout keeps the metadata upload of a snapshot small (the upload sends the database
+//! pages that changed, see `upload.rs`): a snapshot appends rows with new inode numbers,
+//! which land on fresh pages at the end of the file, and otherwise rewrites only the narrow
+//! `block_refcounts` rows of the blocks it shares (not the wide `blocks` rows with their
+//! hashes, and no index ordered by block). `contents_by_parent` is not redundant with
+//! `UNIQUE (parent, name)`: readdir pages through a directory by `(parent, id)`.
 
 use rusqlite::Connection;
 
@@ -44,9 +51,12 @@ CREATE TABLE blocks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     hash BLOB NOT NULL UNIQUE,
     size INTEGER NOT NULL,
-    refcount INTEGER NOT NULL,
     obj_id INTEGER NOT NULL UNIQUE,
     stored_size INTEGER NOT NULL
+);
+CREATE TABLE block_refcounts (
+    id INTEGER PRIMARY KEY,
+    refcount INTEGER NOT NULL
 );
 CREATE TABLE inode_blocks (
     inode INTEGER NOT NULL,
@@ -54,7 +64,6 @@ CREATE TABLE inode_blocks (
     block_id INTEGER NOT NULL,
     PRIMARY KEY (inode, blockno)
 ) WITHOUT ROWID;
-CREATE INDEX inode_blocks_by_block ON inode_blocks (block_id);
 CREATE TABLE fs_meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL

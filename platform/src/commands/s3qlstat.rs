@@ -20,9 +20,11 @@ Print statistics of the S3QL filesystem mounted at MOUNTPOINT:
   After de-duplication    sum of the sizes of the distinct stored blocks
   After compression       sum of the sizes of the data objects in the backend
   Database size           size of the metadata database
-  Cache size (dirty)      blocks in the local cache (not yet uploaded)
+  Cache size (dirty)      blocks in the local cache (not yet uploaded: uploads pending)
   Queued object removals  always 0: objects are deleted as soon as nothing refers to them
   File names              distinct names
+  Failed uploads          dirty blocks whose last upload failed (write-back retries them;
+                          s3qlctrl flushcache reports the error)
 
 Data that is still only in the cache is counted by the cache figures until it is uploaded
 (s3qlctrl flushcache uploads it). Only root and the user who mounted the filesystem may run
@@ -123,7 +125,8 @@ fn report(s: &Stats, raw: bool) -> String {
          Cache size:           {}, {} entries\n\
          Cache size (dirty):   {}, {} entries\n\
          Queued object removals: 0\n\
-         File names:           {}\n",
+         File names:           {}\n\
+         Failed uploads:       {} entries\n",
         s.entries,
         s.inodes,
         s.objects,
@@ -139,6 +142,7 @@ fn report(s: &Stats, raw: bool) -> String {
         size(s.dirty_bytes),
         s.dirty_entries,
         s.names,
+        s.failed_uploads,
     )
 }
 
@@ -186,5 +190,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Queued object removals: 0\n"), "{text}");
+        assert!(
+            text.ends_with("Failed uploads:       0 entries\n"),
+            "{text}"
+        );
     }
 }
