@@ -7,6 +7,7 @@
 # 2. cargo clippy --workspace --all-targets -- -D warnings
 # 3. cargo build --workspace --bins          (the integration tests drive these binaries)
 # 4. cargo test --workspace --no-fail-fast   (unit, property and real-mount tests)
+#    and the crash tests at every failpoint (core's `failpoints` feature, ~30 s)
 # 5. tests/pjdfstest.sh                      (POSIX conformance over a real mount, local://)
 # 6. S3QL_TEST_BACKEND=s3c tests/pjdfstest.sh (the same over s3c:// on the embedded S3 server)
 # 7. S3QL_ADAPTER=fuse-backend-rs tests/pjdfstest.sh (the same through the fuse-backend-rs adapter)
@@ -98,6 +99,7 @@ if [[ " ${failed[*]} " == *" build "* ]]; then
     exit 1
 fi
 step test run_tests
+step failpoints cargo test -p s3ql-core --features failpoints --test failpoints
 if [ "$can_mount" = 1 ] && [ "$os" = Linux ]; then
     step pjdfstest tests/pjdfstest.sh
     step pjdfstest-s3c env S3QL_TEST_BACKEND=s3c tests/pjdfstest.sh

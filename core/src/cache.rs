@@ -270,6 +270,7 @@ impl BlockCache {
         self.wait_for_space().await;
         let whole = offset == 0 && data.len() as u64 == self.block_size;
         let mut state = self.lock_loaded((inode, blockno), whole).await?;
+        failpoint!(CACHE_WRITE);
         let file = self.open((inode, blockno))?;
         if whole && state.len > 0 {
             file.set_len(0)?;
@@ -286,6 +287,7 @@ impl BlockCache {
     pub(crate) async fn truncate(&self, inode: u64, blockno: u64, len: u64) -> FsResult<()> {
         let mut state = self.lock_loaded((inode, blockno), false).await?;
         if state.len > len {
+            failpoint!(CACHE_WRITE);
             self.open((inode, blockno))?.set_len(len)?;
             self.set_len(&mut state, len);
             mark_dirty(&mut state);
@@ -326,6 +328,7 @@ impl BlockCache {
 
     /// Makes the cached blocks of `inode` durable on the local disk.
     pub(crate) async fn sync_inode(&self, inode: u64) -> FsResult<()> {
+        failpoint!(CACHE_FSYNC);
         let keys: Vec<Key> = self
             .map()
             .range((inode, 0)..=(inode, u64::MAX))
@@ -362,6 +365,7 @@ impl BlockCache {
         })
         .await
         .map_err(|e| FsError::Inconsistent(e.to_string()))?;
+        failpoint!(WRITEBACK_HASHED);
 
         let mut uploaded: Option<(u64, u64)> = None;
         if let Some((hash, _)) = &hash {
@@ -369,6 +373,7 @@ impl BlockCache {
             let existing = self.db.call(move |c| blocks::block_by_hash(c, &h)).await?;
             if existing.is_none() {
                 let obj_id = self.db.call(blocks::next_object_id).await?;
+                failpoint!(WRITEBACK_PUT);
                 let codec = self.cfg.codec.clone();
                 let object = tokio::task::spawn_blocking(move || {
                     codec.encode(&data_object_name(obj_id), &encoded, compression)
@@ -380,6 +385,7 @@ impl BlockCache {
                 self.store
                     .put(&data_object_name(obj_id), Bytes::from(object))
                     .await?;
+                failpoint!(WRITEBACK_UPLOADED);
                 uploaded = Some((obj_id, stored_size));
             }
         }
@@ -412,9 +418,11 @@ impl BlockCache {
                     Ok(dead)
                 })
                 .await?;
+            failpoint!(WRITEBACK_COMMITTED);
             state.recorded = generation;
             if state.generation == generation {
                 state.dirty_since = None;
+                failpoint!(WRITEBACK_CLEAN);
                 self.forget_hole(key, &entry.state, &mut state);
             }
         }
@@ -429,7 +437,12 @@ impl BlockCache {
             let store = self.store.clone();
             tokio::spawn(async move {
                 let name = data_object_name(id);
-                if let Err(e) = store.delete(&name).await {
+                let deleted = async {
+                    failpoint!(OBJECT_DELETE);
+                    store.delete(&name).await?;
+                    FsResult::Ok(())
+                };
+                if let Err(e) = deleted.await {
                     tracing::warn!(
                         "could not delete unreferenced object {name}: {e} (fsck.s3ql removes it)"
                     );

@@ -30,6 +30,10 @@ pub enum FsError {
     /// The filesystem metadata contradicts itself (fsck needed).
     #[error("inconsistent metadata: {0}")]
     Inconsistent(String),
+    /// A test's failpoint failed the operation (feature `failpoints` only).
+    #[cfg(feature = "failpoints")]
+    #[error(transparent)]
+    Injected(#[from] crate::failpoint::Injected),
 }
 
 impl FsError {

@@ -5,11 +5,31 @@
 //! and stored as objects through the narrow [`storage::ObjectStore`] trait. Adapters call
 //! the async methods of [`Filesystem`]; every error carries an errno ([`FsError::errno`]).
 
+#[cfg(all(feature = "failpoints", not(debug_assertions)))]
+compile_error!("the `failpoints` feature is for tests: it must not be built without debug assertions (release builds)");
+
+/// `failpoint!(NAME)` passes the failpoint [`failpoint::NAME`](crate::failpoint) and
+/// returns its injected error with `?`; without the `failpoints` feature it is nothing.
+#[cfg(feature = "failpoints")]
+macro_rules! failpoint {
+    ($name:ident) => {
+        $crate::failpoint::hit($crate::failpoint::$name)?
+    };
+}
+#[cfg(not(feature = "failpoints"))]
+macro_rules! failpoint {
+    ($name:ident) => {
+        ()
+    };
+}
+
 pub mod admin;
 pub mod blocks;
 mod cache;
 pub mod crypto;
 mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod format;
 mod fs;
 pub mod fsck;

@@ -315,3 +315,136 @@ fn verify_finds_missing_and_corrupted_objects() {
         assert!(found.corrupted.is_empty());
     });
 }
+
+#[test]
+fn type_mismatches_and_rows_of_missing_inodes_are_repaired() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MemoryStore::new();
+    let rt = runtime();
+    rt.block_on(async {
+        let fs = common::mkfs_and_mount(&store, dir.path(), BLOCK).await;
+        let symlink = |name: &'static str, target: &'static str| {
+            let fs = fs.clone();
+            async move {
+                fs.symlink(CALLER, ROOT_INODE, OsStr::new(name), OsStr::new(target))
+                    .await
+                    .expect("symlink")
+                    .ino
+            }
+        };
+        let no_target = symlink("no-target", "abc").await;
+        let wrong_size = symlink("wrong-size", "xyz").await;
+        let file = write_file(&fs, "file", &pattern(5, 100), true).await;
+        let subdir = fs
+            .mkdir(CALLER, ROOT_INODE, OsStr::new("dir"), 0o755)
+            .await
+            .expect("mkdir")
+            .ino;
+        let dev = fs
+            .mknod(
+                CALLER,
+                ROOT_INODE,
+                OsStr::new("dev"),
+                s3ql_core::mode_bits::S_IFCHR | 0o600,
+                0x0501,
+            )
+            .await
+            .expect("mknod")
+            .ino;
+        fs.unmount().await.expect("unmount");
+        drop(fs);
+
+        damage_db(
+            dir.path(),
+            &format!(
+                "DELETE FROM symlink_targets WHERE inode = {no_target};
+                 UPDATE inodes SET size = 99 WHERE id = {wrong_size};
+                 INSERT INTO symlink_targets (inode, target) VALUES ({file}, CAST('/etc' AS BLOB));
+                 UPDATE inodes SET rdev = 1234 WHERE id = {subdir};
+                 INSERT INTO ext_attributes (inode, name, value)
+                     VALUES (8888, CAST('user.a' AS BLOB), CAST('v' AS BLOB)),
+                            (8888, CAST('user.b' AS BLOB), CAST('w' AS BLOB));
+                 INSERT INTO symlink_targets (inode, target) VALUES (8889, CAST('/nowhere' AS BLOB));"
+            ),
+        );
+        let report = fsck(&store, dir.path(), true).await;
+        let expected = [
+            format!("symlink /no-target (inode {no_target}) has no target; made an empty regular file"),
+            format!("size of symlink /wrong-size (inode {wrong_size}) is 99 but its target has 3 bytes; size set to 3"),
+            format!("regular file /file (inode {file}) has a symlink target; removed"),
+            format!("directory /dir (inode {subdir}) is no device but has device number 0x4d2; cleared"),
+            "extended attributes of missing inode 8888; removed".to_owned(),
+            "symlink target of missing inode 8889; removed".to_owned(),
+        ];
+        let mut found = report.problems.clone();
+        found.sort();
+        let mut want = expected.to_vec();
+        want.sort();
+        assert_eq!(found, want);
+        let again = fsck(&store, dir.path(), true).await;
+        assert_eq!(again.problems, Vec::<String>::new());
+
+        let fs = mount(&store, dir.path()).await;
+        let attr = fs.getattr(no_target).await.expect("getattr");
+        assert_eq!((attr.kind, attr.size), (s3ql_core::FileKind::Regular, 0));
+        assert_eq!(fs.readlink(wrong_size).await.expect("readlink"), b"xyz");
+        assert_eq!(fs.getattr(wrong_size).await.expect("getattr").size, 3);
+        assert_eq!(read_file(&fs, "file").await, pattern(5, 100));
+        assert_eq!(fs.getattr(subdir).await.expect("getattr").rdev, 0);
+        assert_eq!(fs.getattr(dev).await.expect("getattr").rdev, 0x0501);
+        fs.unmount().await.expect("unmount");
+    });
+}
+
+#[test]
+fn damaged_old_generations_are_found_unless_fast() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MemoryStore::new();
+    let rt = runtime();
+    rt.block_on(async {
+        let fs = common::mkfs_and_mount(&store, dir.path(), BLOCK).await;
+        for i in 0..3u8 {
+            write_file(&fs, &format!("f{i}"), &pattern(i, 1000), true).await;
+            fs.backup_metadata().await.expect("backup");
+        }
+        fs.unmount().await.expect("unmount");
+        drop(fs);
+        // Generation 3 (the second backup): its manifest is altered.
+        let manifest = format!("s3ql_metadata_manifest_{:020}", 3);
+        let mut object = store.get(&manifest).await.expect("manifest").to_vec();
+        let last = object.len() - 1;
+        object[last] ^= 0x40;
+        store
+            .put(&manifest, Bytes::from(object))
+            .await
+            .expect("put");
+
+        let cache = dir.path().join("fs");
+        let run = |fast| {
+            let opts = FsckOptions {
+                force: true,
+                fast,
+                ..FsckOptions::default()
+            };
+            Fsck::run(Arc::new(store.clone()), &cache, Codec::plain(), opts)
+        };
+        let fast = run(true).await.expect("fsck --fast");
+        assert_eq!(fast.problems, Vec::<String>::new());
+        let full = run(false).await.expect("fsck");
+        assert_eq!(full.problems.len(), 1, "{:?}", full.problems);
+        assert!(
+            full.problems[0].starts_with("metadata generation 3 cannot be used (")
+                && full.problems[0].ends_with("); deleted"),
+            "{:?}",
+            full.problems
+        );
+        assert_eq!(store.head(&manifest).await.expect("head"), None);
+        assert_eq!(
+            run(false).await.expect("fsck").problems,
+            Vec::<String>::new()
+        );
+        let fs = mount(&store, dir.path()).await;
+        assert_eq!(read_file(&fs, "f2").await, pattern(2, 1000));
+        fs.unmount().await.expect("unmount");
+    });
+}

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # fsck benchmark: times fsck.s3ql --force on a filesystem of N small files (clean check,
-# cached metadata), and after a kill -9 of the mount daemon (crash recovery of the same
-# tree with DIRTY files not yet uploaded). Prints key=value lines (times in seconds).
+# cached metadata; with and without --fast, which skips the check of older metadata
+# generations), and after a kill -9 of the mount daemon (crash recovery of the same tree
+# with DIRTY files not yet uploaded). Prints key=value lines (times in seconds).
 #
-#   tests/bench/fsck.sh       # needs root and /dev/fuse; build with --release first
+#   tests/bench/fsck.sh                 # local://; needs root and /dev/fuse
+#   BACKEND=s3c tests/bench/fsck.sh     # s3c:// on the test S3 server (s3s-fs, 127.0.0.1)
+#
+# Build with --release first (cargo build --release --workspace --bins).
 #
 # Environment:
 #   N             number of files (default 100000), in DIRS directories (default 100)
 #   DIRTY         files written (fsynced) just before the kill (default 1000)
-#   URL           storage URL (default local://<work>/store); for s3c:// also AUTHFILE
+#   BACKEND       local (default) or s3c: starts s3ql-test-s3-server (from S3QL_BIN_DIR)
+#                 on a free port of 127.0.0.1 with its data in the work directory
+#   URL           storage URL (default: see BACKEND); for s3c:// also AUTHFILE
 #   AUTHFILE      authinfo2 file for URL (default /dev/null)
 #   S3QL_BIN_DIR  where the commands are (default target/release, else target/debug)
 #   KEEP=1        keep the work directory
@@ -26,7 +32,10 @@ DIRTY=${DIRTY:-1000}
 die() { printf 'fsck.sh: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (FUSE mount)"
 command -v python3 >/dev/null || die "python3 is needed to create the files"
-for b in mkfs.s3ql mount.s3ql umount.s3ql fsck.s3ql s3qlctrl; do
+BACKEND=${BACKEND:-local}
+bins=(mkfs.s3ql mount.s3ql umount.s3ql fsck.s3ql s3qlctrl)
+[ "$BACKEND" = s3c ] && bins+=(s3ql-test-s3-server)
+for b in "${bins[@]}"; do
     [ -x "$S3QL_BIN_DIR/$b" ] || die "$S3QL_BIN_DIR/$b not found: run 'cargo build --release --workspace --bins'"
 done
 export PATH=$S3QL_BIN_DIR:$PATH
@@ -34,12 +43,25 @@ export PATH=$S3QL_BIN_DIR:$PATH
 WORK=$(mktemp -d /tmp/s3ql-fsck-bench.XXXXXX)
 mnt=$WORK/mnt
 mkdir -p "$mnt" "$WORK/store"
+server_pid=
+if [ "$BACKEND" = s3c ] && [ -z "${URL:-}" ]; then
+    mkdir -p "$WORK/s3"
+    s3ql-test-s3-server "$WORK/s3" "$WORK/s3.port" bucket >"$WORK/s3.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 100); do [ -s "$WORK/s3.port" ] && break; sleep 0.1; done
+    [ -s "$WORK/s3.port" ] || die "the S3 server did not start (see $WORK/s3.log)"
+    URL=s3c://127.0.0.1:$(cat "$WORK/s3.port")/bucket
+    AUTHFILE=$WORK/authinfo2
+    printf '[s3c]\nstorage-url: s3c://\nbackend-login: s3ql-test-key\nbackend-password: s3ql-test-secret\nbackend-options: no-ssl\n' >"$AUTHFILE"
+    chmod 600 "$AUTHFILE"
+fi
 URL=${URL:-local://$WORK/store}
 common=(--cachedir "$WORK/cache" --authfile "${AUTHFILE:-/dev/null}")
 cleanup() {
     if mountpoint -q "$mnt"; then
         umount.s3ql "$mnt" >/dev/null 2>&1 || fusermount3 -u -z "$mnt" 2>/dev/null || true
     fi
+    [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
     if [ "${KEEP:-}" = 1 ]; then echo "work_dir=$WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -81,6 +103,7 @@ echo "files=$N"
 echo "create_s=$(timed create_tree tree nosync "$N")"
 echo "umount_s=$(timed umount.s3ql "$mnt")"
 echo "fsck_clean_s=$(timed fsck.s3ql "${common[@]}" --log none --batch --force "$URL")"
+echo "fsck_clean_fast_s=$(timed fsck.s3ql "${common[@]}" --log none --batch --force --fast "$URL")"
 
 mount.s3ql "${common[@]}" --log "$WORK/mount.log" "$URL" "$mnt"
 create_tree dirty sync "$DIRTY"

@@ -451,10 +451,14 @@ impl Filesystem {
         let mut next = params.clone();
         next.seq_no += 1;
         next.metadata_generation = generation;
+        // The local parameters first: after a crash between the two, the local database
+        // (which has everything) counts as the newer one, and fsck uses it with the cache.
+        failpoint!(META_PARAMS_LOCAL);
+        next.save_local(&self.paths.params)?;
         let mut remote = next.clone();
         remote.mounted = false;
+        failpoint!(META_PARAMS_PUT);
         remote.save_remote(self.store.as_ref(), &self.codec).await?;
-        next.save_local(&self.paths.params)?;
         *params = next;
         *manifest = Some(new);
         upload::expire(self.store.as_ref(), &self.codec, generation).await;

@@ -3,26 +3,30 @@
 //! Flow (S3QL-CLI.md §7, adapted): pick the metadata (the local database if its `.params`
 //! sequence number is at least the backend's, else the newest generation in the backend),
 //! take the mount lock (a stale one is broken; one that may belong to a live mount needs
-//! [`FsckOptions::force_remote`]), check the database's integrity, then run the checks in
-//! order, each inside one database transaction:
+//! [`FsckOptions::force_remote`]), check the database's integrity and, unless
+//! [`FsckOptions::fast`], that of the newest older metadata generations (damaged ones are
+//! deleted), then run the checks in order, each inside one database transaction:
 //!
 //! 1. `lost+found` exists and is a directory;
 //! 2. dirty blocks left in the cache by a crash are uploaded (newest data wins);
 //! 3. directory entries pointing nowhere, rows of missing inodes;
 //! 4. unreachable inodes are moved to `lost+found` (unlinked ones are freed);
-//! 5. every reference count is recomputed;
-//! 6. blocks whose object is missing are dropped: **the affected ranges of those files
+//! 5. symlink targets, symlink sizes and device numbers fit the inode's type;
+//! 6. every reference count is recomputed;
+//! 7. blocks whose object is missing are dropped: **the affected ranges of those files
 //!    become holes and read as zeros** (each file is reported by path; S3QL's
 //!    alternative, moving the files to `lost+found`, would hide them from where users
 //!    look, and EIO forever would make them unrepairable);
-//! 7. objects nothing references are deleted (bytes reported);
-//! 8. inode sizes cover their blocks; the next object number is past every object.
+//! 8. objects nothing references are deleted (bytes reported);
+//! 9. inode sizes cover their blocks; the next object number is past every object.
 //!
 //! Finally the filesystem is marked clean and the metadata uploaded as a new generation
 //! (sequence number + 1). A second run after a repair finds nothing.
 
 mod cache;
 mod counts;
+mod generations;
+mod kinds;
 mod objects;
 mod open;
 mod tree;
@@ -56,6 +60,8 @@ pub struct FsckOptions {
     pub compression: Compression,
     /// Most concurrent storage transfers.
     pub max_connections: usize,
+    /// Skip the check of the newest older metadata generations (`--fast`).
+    pub fast: bool,
 }
 
 impl Default for FsckOptions {
@@ -64,6 +70,7 @@ impl Default for FsckOptions {
             force: false,
             force_remote: false,
             keep_cache: false,
+            fast: false,
             compression: Compression::default(),
             max_connections: 8,
         }
@@ -241,6 +248,7 @@ impl open::Session {
             })
             .await?,
         );
+        step(db, "Checking file types", report, kinds::check).await?;
         progress("Listing objects");
         let stored = objects::list_data_objects(self.store.as_ref(), report).await?;
         let stored = Arc::new(stored);

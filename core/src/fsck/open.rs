@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{progress, FsckError, FsckOptions, FsckReport};
+use super::{generations, progress, FsckError, FsckOptions, FsckReport};
 use crate::error::FsError;
 use crate::format::Codec;
 use crate::fs::{unix_now, OpenError};
@@ -85,10 +85,11 @@ impl Session {
             .map_err(OpenError::Lock)?;
 
         let mut params = params;
+        let mut loaded = None;
         if local.is_some() {
             tracing::info!("using cached metadata");
         } else {
-            download_newest(store.as_ref(), &codec, &paths, &remote).await?;
+            loaded = Some(download_newest(store.as_ref(), &codec, &paths, &remote).await?);
             set_aside_cache(&paths, report);
             params = remote;
         }
@@ -110,6 +111,13 @@ impl Session {
         if verdict != "ok" {
             let _ = lock.release(store.as_ref()).await;
             return Err(FsckError::CorruptDatabase(paths.db.clone(), verdict));
+        }
+        if !opts.fast {
+            let checked = generations::check(store.as_ref(), &codec, &paths, loaded, report).await;
+            if let Err(e) = checked {
+                let _ = lock.release(store.as_ref()).await;
+                return Err(e);
+            }
         }
         Ok(Some(Session {
             block_size: params.data_block_size,
@@ -172,13 +180,13 @@ impl Session {
     }
 }
 
-/// Downloads the newest generation that loads, falling back to older ones.
+/// Downloads the newest generation that loads, falling back to older ones; returns it.
 async fn download_newest(
     store: &dyn ObjectStore,
     codec: &Codec,
     paths: &LocalPaths,
     remote: &FsParams,
-) -> Result<(), FsckError> {
+) -> Result<u64, FsckError> {
     progress("Downloading metadata");
     paths.remove_db().map_err(FsError::from)?;
     let mut candidates = vec![remote.metadata_generation];
@@ -191,7 +199,7 @@ async fn download_newest(
     let mut last_err = None;
     for generation in candidates {
         match upload::download(store, codec, generation, &paths.db).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(generation),
             Err(e) => {
                 tracing::warn!("metadata generation {generation} cannot be loaded: {e}");
                 last_err = Some(e);

@@ -2,9 +2,12 @@
 //!
 //! All statements run on the owner thread, one closure at a time, so no connection is
 //! shared and no tokio worker ever blocks on SQLite. Closures that arrive while the thread
-//! is busy are committed together in one transaction; each closure runs in its own
-//! savepoint, so a closure that fails leaves no trace. A closure's effects are visible to
-//! every later closure at once; they are durable after [`Db::sync`].
+//! is busy are committed together in one transaction (group commit); each closure runs in
+//! its own savepoint, so a closure that fails leaves no trace. A caller gets its result
+//! only once the transaction is committed (in the WAL, surviving a crash of the process),
+//! so whatever it does next (delete an object, mark a block clean) happens after the
+//! change it depends on; if the commit fails, every caller of the batch gets the error.
+//! Changes survive a crash of the machine after [`Db::sync`].
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -14,8 +17,18 @@ use tokio::sync::oneshot;
 
 use crate::error::{FsError, FsResult};
 
-/// A queued closure; returns whether it succeeded (failed ones are rolled back).
-type Op = Box<dyn FnOnce(&Connection) -> bool + Send>;
+/// A queued closure: runs on the owner's connection and returns what it did.
+type Op = Box<dyn FnOnce(&Connection) -> Ran + Send>;
+
+/// Sends a closure's result to its caller, given the outcome of its commit.
+type Reply = Box<dyn FnOnce(FsResult<()>) + Send>;
+
+/// A closure that ran: whether it succeeded (a failed one is rolled back at once) and its
+/// reply, to send once the fate of its transaction is known.
+struct Ran {
+    ok: bool,
+    reply: Reply,
+}
 
 enum Job {
     /// Runs inside the current batch transaction.
@@ -83,6 +96,7 @@ impl Db {
     pub async fn sync(&self) -> FsResult<()> {
         let wal = wal_path(&self.path);
         self.call_alone(move |_conn| {
+            failpoint!(DB_WAL_SYNC);
             if let Ok(f) = std::fs::File::open(&wal) {
                 f.sync_data()?;
             }
@@ -99,9 +113,12 @@ impl Db {
         let (tx, rx) = oneshot::channel();
         let op: Op = Box::new(move |conn| {
             let result = f(conn);
-            let ok = result.is_ok();
-            let _ = tx.send(result);
-            ok
+            Ran {
+                ok: result.is_ok(),
+                reply: Box::new(move |committed| {
+                    let _ = tx.send(committed.and(result));
+                }),
+            }
         });
         self.jobs
             .send(wrap(op))
@@ -120,23 +137,29 @@ fn wal_path(db: &Path) -> PathBuf {
 fn owner_loop(conn: Connection, queue: mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut next = Some(first);
-        let mut in_tx = false;
+        // Replies of the closures in the open transaction (`None`: no transaction open).
+        let mut batch: Option<Vec<Reply>> = None;
         let mut done = 0;
         while let Some(job) = next.take() {
             match job {
                 Job::InBatch(op) => {
-                    if !in_tx {
+                    let replies = batch.get_or_insert_with(|| {
                         exec(&conn, "BEGIN IMMEDIATE");
-                        in_tx = true;
+                        Vec::new()
+                    });
+                    let ran = run_in_savepoint(&conn, op);
+                    if ran.ok {
+                        replies.push(ran.reply);
+                    } else {
+                        (ran.reply)(Ok(()));
                     }
-                    run_in_savepoint(&conn, op);
                 }
                 Job::Alone(op) => {
-                    if in_tx {
-                        exec(&conn, "COMMIT");
-                        in_tx = false;
+                    if let Some(replies) = batch.take() {
+                        commit(&conn, replies);
                     }
-                    op(&conn);
+                    let ran = op(&conn);
+                    (ran.reply)(Ok(()));
                 }
             }
             done += 1;
@@ -144,23 +167,53 @@ fn owner_loop(conn: Connection, queue: mpsc::Receiver<Job>) {
                 next = queue.try_recv().ok();
             }
         }
-        if in_tx {
-            exec(&conn, "COMMIT");
+        if let Some(replies) = batch {
+            commit(&conn, replies);
+        }
+    }
+}
+
+/// Commits the open transaction and then replies to its closures; if the commit fails, the
+/// transaction is rolled back and each of them gets the error.
+fn commit(conn: &Connection, replies: Vec<Reply>) {
+    let committed = (|| -> FsResult<()> {
+        failpoint!(DB_COMMIT);
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        failpoint!(DB_COMMITTED);
+        Ok(())
+    })();
+    match committed {
+        Ok(()) => replies.into_iter().for_each(|reply| reply(Ok(()))),
+        Err(e) => {
+            tracing::error!("metadata database: commit failed, rolled back: {e}");
+            if !conn.is_autocommit() {
+                exec(conn, "ROLLBACK");
+            }
+            let msg = e.to_string();
+            for reply in replies {
+                reply(Err(FsError::Io(std::io::Error::other(format!(
+                    "metadata commit failed: {msg}"
+                )))));
+            }
         }
     }
 }
 
 /// Runs one closure in a savepoint; a closure whose result is an error is rolled back.
-fn run_in_savepoint(conn: &Connection, op: Op) {
+fn run_in_savepoint(conn: &Connection, op: Op) -> Ran {
     exec(conn, "SAVEPOINT op");
-    if !op(conn) {
+    let ran = op(conn);
+    if !ran.ok {
         exec(conn, "ROLLBACK TO op");
     }
     exec(conn, "RELEASE op");
+    ran
 }
 
+/// Runs one transaction-control statement (prepared once per connection: these run several
+/// times per closure, and parsing them again each time costs more than the closures).
 fn exec(conn: &Connection, sql: &str) {
-    if let Err(e) = conn.execute_batch(sql) {
+    if let Err(e) = conn.prepare_cached(sql).and_then(|mut s| s.execute([])) {
         tracing::error!("metadata database: {sql} failed: {e}");
     }
 }

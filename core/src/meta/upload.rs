@@ -88,7 +88,8 @@ pub(crate) struct UploadReport {
     pub uploaded_bytes: u64,
 }
 
-fn manifest_name(generation: u64) -> String {
+/// Name of the manifest object of `generation`.
+pub(crate) fn manifest_name(generation: u64) -> String {
     format!("{MANIFEST_PREFIX}{generation:020}")
 }
 
@@ -254,6 +255,7 @@ pub(crate) async fn upload(
     .await?;
     let bytes = tokio::fs::read(&snapshot).await?;
     let _ = tokio::fs::remove_file(&snapshot).await;
+    failpoint!(META_SNAPSHOT);
 
     let digests = digests_path(db.path());
     let uploaded = tokio::fs::read(&digests).await.unwrap_or_default();
@@ -295,6 +297,7 @@ pub(crate) async fn upload(
                 .await
                 .map_err(|e| FsError::Inconsistent(e.to_string()))?;
                 let len = object.len() as u64;
+                failpoint!(META_CHUNK_PUT);
                 store.put(&name, Bytes::from(object)).await?;
                 Ok::<u64, FsError>(len)
             }
@@ -310,6 +313,7 @@ pub(crate) async fn upload(
     };
     let json = serde_json::to_vec(&manifest).map_err(|e| FsError::Inconsistent(e.to_string()))?;
     let name = manifest_name(generation);
+    failpoint!(META_MANIFEST_PUT);
     store
         .put(
             &name,
@@ -450,6 +454,7 @@ async fn try_expire(store: &dyn ObjectStore, codec: &Codec, current: u64) -> FsR
         }
     }
     for g in old {
+        failpoint!(META_EXPIRE);
         store.delete(&manifest_name(*g)).await?;
     }
     for chunk in store.list(CHUNK_PREFIX).await? {
@@ -458,6 +463,7 @@ async fn try_expire(store: &dyn ObjectStore, codec: &Codec, current: u64) -> FsR
             .next()
             .and_then(|g| g.parse().ok());
         if !live.contains(&chunk.name) && generation.is_some_and(|g| g <= current) {
+            failpoint!(META_EXPIRE);
             store.delete(&chunk.name).await?;
         }
     }

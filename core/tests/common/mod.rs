@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use s3ql_core::storage::MemoryStore;
+use s3ql_core::storage::ObjectStore;
 use s3ql_core::{Compression, Filesystem, MkfsOptions, MountOptions};
 
 /// Mount settings for tests: a large cache, no automatic uploads (tests flush explicitly).
@@ -25,7 +25,11 @@ pub fn mount_options(dir: &Path) -> MountOptions {
 
 /// Creates an unencrypted filesystem with `block_size`-byte blocks in `store` and mounts
 /// it with its cache in `dir`.
-pub async fn mkfs_and_mount(store: &MemoryStore, dir: &Path, block_size: u64) -> Arc<Filesystem> {
+pub async fn mkfs_and_mount<S: ObjectStore + Clone>(
+    store: &S,
+    dir: &Path,
+    block_size: u64,
+) -> Arc<Filesystem> {
     let mkfs = MkfsOptions {
         label: String::new(),
         data_block_size: block_size,

@@ -63,7 +63,8 @@ pub struct FsckArgs {
     /// Go on although the filesystem may be mounted elsewhere (no prompt)
     #[arg(long)]
     pub force_remote: bool,
-    /// Accepted for compatibility with S3QL (old metadata generations are not verified)
+    /// Skip the check of the 5 newest older metadata generations in the backend (each is
+    /// downloaded and integrity-checked; damaged ones are deleted)
     #[arg(long)]
     pub fast: bool,
     /// Log target: a file, `syslog`, or `none` (console) [default: ~/.s3ql/fsck.log]
@@ -116,6 +117,7 @@ pub fn run(args: FsckArgs) -> anyhow::Result<()> {
         keep_cache: args.keep_cache,
         compression: resolved.compression(None)?,
         max_connections: resolved.max_connections,
+        fast: args.fast,
     };
     let report = runtime.block_on(async {
         let codec = open_codec(store.as_ref(), passphrase.as_ref()).await?;
