@@ -90,6 +90,8 @@ pub(crate) struct BlockCache {
     db: Db,
     store: Arc<dyn ObjectStore>,
     transfers: Semaphore,
+    /// One permit per core for CPU-bound work (see `on_cpu`).
+    cpu: Semaphore,
     space_freed: Notify,
     wake_flusher: Notify,
 }
@@ -111,6 +113,7 @@ impl BlockCache {
             db,
             store,
             transfers: Semaphore::new(cfg.max_connections.max(1)),
+            cpu: Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
             space_freed: Notify::new(),
             wake_flusher: Notify::new(),
             cfg,
@@ -181,6 +184,19 @@ impl BlockCache {
         }
     }
 
+    /// Runs CPU-bound work (hashing, compression, encryption) on a blocking thread, at most
+    /// one job per core at a time, so that uploads and downloads queue with their buffers
+    /// unallocated rather than all computing (and holding memory) at once.
+    async fn on_cpu<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> FsResult<R> {
+        let _core = self.cpu.acquire().await;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| FsError::Inconsistent(e.to_string()))
+    }
+
     async fn load(&self, key: Key, state: &mut EntryState) -> FsResult<()> {
         let stored = self
             .db
@@ -196,19 +212,23 @@ impl BlockCache {
         };
         let codec = self.cfg.codec.clone();
         let object_name = name.clone();
-        let plain = tokio::task::spawn_blocking(move || -> FsResult<Vec<u8>> {
-            let plain = codec.decode(&object_name, &object)?;
-            if plain.len() as u64 != stored.size || Sha256::digest(&plain).as_slice() != stored.hash
-            {
-                return Err(
-                    format::FormatError::Corrupted("content does not match its SHA-256").into(),
-                );
-            }
-            Ok(plain)
-        })
-        .await
-        .map_err(|e| FsError::Inconsistent(e.to_string()))?
-        .inspect_err(|e| tracing::error!("object {name} (inode {} block {}): {e}", key.0, key.1))?;
+        let plain = self
+            .on_cpu(move || -> FsResult<Vec<u8>> {
+                let plain = codec.decode(&object_name, &object)?;
+                if plain.len() as u64 != stored.size
+                    || Sha256::digest(&plain).as_slice() != stored.hash
+                {
+                    return Err(format::FormatError::Corrupted(
+                        "content does not match its SHA-256",
+                    )
+                    .into());
+                }
+                Ok(plain)
+            })
+            .await?
+            .inspect_err(|e| {
+                tracing::error!("object {name} (inode {} block {}): {e}", key.0, key.1)
+            })?;
         let file = self.open(key)?;
         file.set_len(0)?;
         file.write_all_at(&plain, 0)?;
@@ -256,6 +276,24 @@ impl BlockCache {
             .cloned();
         if let Some(entry) = entry {
             self.drop_entry(&entry, state);
+        }
+    }
+
+    /// Starts loading the blocks `blocks` of `inode` that are not cached, in the background
+    /// (at most `max_connections` downloads at a time, shared with every other transfer).
+    /// A failed load is logged and left for the read that needs the block.
+    pub(crate) fn read_ahead(self: &Arc<Self>, inode: u64, blocks: std::ops::Range<u64>) {
+        for blockno in blocks {
+            let key = (inode, blockno);
+            if self.map().contains_key(&key) {
+                continue;
+            }
+            // Created now, so that the next read-ahead does not start a second download.
+            self.entry(key);
+            let cache = Arc::clone(self);
+            tokio::spawn(async move {
+                let _ = cache.lock_loaded(key, false).await;
+            });
         }
     }
 
@@ -356,15 +394,15 @@ impl BlockCache {
             (data, state.generation)
         };
         let compression = self.cfg.compression;
-        let (hash, encoded) = tokio::task::spawn_blocking(move || {
-            if data.iter().all(|b| *b == 0) {
-                return (None, Vec::new());
-            }
-            let hash = Sha256::digest(&data).to_vec();
-            (Some((hash, data.len() as u64)), data)
-        })
-        .await
-        .map_err(|e| FsError::Inconsistent(e.to_string()))?;
+        let (hash, encoded) = self
+            .on_cpu(move || {
+                if data.iter().all(|b| *b == 0) {
+                    return (None, Vec::new());
+                }
+                let hash = Sha256::digest(&data).to_vec();
+                (Some((hash, data.len() as u64)), data)
+            })
+            .await?;
         failpoint!(WRITEBACK_HASHED);
 
         let mut uploaded: Option<(u64, u64)> = None;
@@ -375,11 +413,9 @@ impl BlockCache {
                 let obj_id = self.db.call(blocks::next_object_id).await?;
                 failpoint!(WRITEBACK_PUT);
                 let codec = self.cfg.codec.clone();
-                let object = tokio::task::spawn_blocking(move || {
-                    codec.encode(&data_object_name(obj_id), &encoded, compression)
-                })
-                .await
-                .map_err(|e| FsError::Inconsistent(e.to_string()))?;
+                let object = self
+                    .on_cpu(move || codec.encode(&data_object_name(obj_id), &encoded, compression))
+                    .await?;
                 let stored_size = object.len() as u64;
                 let _permit = self.transfers.acquire().await;
                 self.store

@@ -1,5 +1,6 @@
-//! The `fuser::Filesystem` implementation: every request becomes one task on the tokio
-//! runtime that calls the matching core method and replies. No filesystem logic here.
+//! The `fuser::Filesystem` implementation: every request calls the matching core method and
+//! replies, metadata requests on the request thread, data requests as tasks on the tokio
+//! runtime. No filesystem logic here.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -54,6 +55,25 @@ impl FuseFs {
     }
 }
 
+impl FuseFs {
+    /// Runs the task made by `make` to completion on this request thread (the runtime
+    /// drives its I/O and timers). For metadata requests, which wait only for the metadata
+    /// database: handing them to a runtime worker would cost one more thread wake-up per
+    /// request than the work itself. FreeBSD has a single request loop, which must not
+    /// wait: there the task goes to the runtime like any other.
+    fn run_here<F, Fut>(&self, make: F)
+    where
+        F: FnOnce(Arc<Filesystem>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        if cfg!(target_os = "freebsd") {
+            return self.spawn(make);
+        }
+        let _guard = self.inflight.enter();
+        self.rt.block_on(make(Arc::clone(&self.fs)));
+    }
+}
+
 /// Asks the kernel for `flags` if it offers them; a missing capability is not an error.
 fn request_capability(config: &mut KernelConfig, flags: InitFlags) {
     if let Err(missing) = config.add_capabilities(flags) {
@@ -68,7 +88,8 @@ impl fuser::Filesystem for FuseFs {
         request_capability(config, InitFlags::FUSE_DO_READDIRPLUS);
         request_capability(config, InitFlags::FUSE_READDIRPLUS_AUTO);
         // Not requested: FUSE_ATOMIC_O_TRUNC (core `open` does not truncate; the kernel sends
-        // setattr(size=0) instead) and FUSE_WRITEBACK_CACHE (issue 8 measures it first).
+        // setattr(size=0) instead) and FUSE_WRITEBACK_CACHE (measured: an untar of
+        // /usr/include was no faster with it, and the kernel would then own mtime and size).
         if let Err(nearest) = config.set_max_write(MAX_WRITE) {
             debug!("max_write {MAX_WRITE} refused, using {nearest}");
             // `nearest` is the value fuser accepts, so this cannot fail.
@@ -82,9 +103,9 @@ impl fuser::Filesystem for FuseFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_os_string();
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             let res = fs.lookup(parent.0, &name).await;
-            respond::entry(reply, fs.attr_ttl(), res);
+            respond::lookup(reply, fs.attr_ttl(), res);
         });
     }
 
@@ -93,7 +114,7 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             let res = fs.getattr(ino.0).await;
             respond::attr(reply, fs.attr_ttl(), res);
         });
@@ -120,14 +141,14 @@ impl fuser::Filesystem for FuseFs {
         // crtime, chgtime, bkuptime and flags are only ever set on macOS.
         let caller = caller(req);
         let changes = set_attr(mode, uid, gid, size, atime, mtime, ctime);
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             let res = fs.setattr(caller, ino.0, changes).await;
             respond::attr(reply, fs.attr_ttl(), res);
         });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             match fs.readlink(ino.0).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno(&e)),
@@ -148,7 +169,7 @@ impl fuser::Filesystem for FuseFs {
         // The kernel has applied the umask already (FUSE_DONT_MASK is not requested).
         let caller = caller(req);
         let name = name.to_os_string();
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             let res = fs.mknod(caller, parent.0, &name, mode, rdev).await;
             respond::entry(reply, fs.attr_ttl(), res);
         });
@@ -165,7 +186,7 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let caller = caller(req);
         let name = name.to_os_string();
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             let res = fs.mkdir(caller, parent.0, &name, mode).await;
             respond::entry(reply, fs.attr_ttl(), res);
         });
@@ -173,14 +194,14 @@ impl fuser::Filesystem for FuseFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_os_string();
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             respond::empty(reply, fs.unlink(parent.0, &name).await);
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_os_string();
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             respond::empty(reply, fs.rmdir(parent.0, &name).await);
         });
     }
@@ -196,7 +217,7 @@ impl fuser::Filesystem for FuseFs {
         let caller = caller(req);
         let name = link_name.to_os_string();
         let target = target.as_os_str().to_os_string();
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             let res = fs.symlink(caller, parent.0, &name, &target).await;
             respond::entry(reply, fs.attr_ttl(), res);
         });
@@ -218,7 +239,7 @@ impl fuser::Filesystem for FuseFs {
         };
         let name = name.to_os_string();
         let newname = newname.to_os_string();
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             let res = fs
                 .rename(parent.0, &name, newparent.0, &newname, flags)
                 .await;
@@ -235,14 +256,14 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let newname = newname.to_os_string();
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             let res = fs.link(ino.0, newparent.0, &newname).await;
             respond::entry(reply, fs.attr_ttl(), res);
         });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             match fs.open(ino.0, flags.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(&e)),
@@ -299,7 +320,7 @@ impl fuser::Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             respond::empty(reply, fs.flush(ino.0, fh.0).await);
         });
     }
@@ -314,7 +335,7 @@ impl fuser::Filesystem for FuseFs {
         flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             // FUSE_RELEASE_FLUSH asks for a flush first; the handle is released either way.
             let flushed = if flush {
                 fs.flush(ino.0, fh.0).await
@@ -340,7 +361,7 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(&e)),
@@ -356,7 +377,7 @@ impl fuser::Filesystem for FuseFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.spawn(|fs| async move { dir::readdir(&fs, ino.0, offset, reply).await });
+        self.run_here(|fs| async move { dir::readdir(&fs, ino.0, offset, reply).await });
     }
 
     fn readdirplus(
@@ -367,7 +388,7 @@ impl fuser::Filesystem for FuseFs {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(|fs| async move { dir::readdirplus(&fs, ino.0, offset, reply).await });
+        self.run_here(|fs| async move { dir::readdirplus(&fs, ino.0, offset, reply).await });
     }
 
     fn releasedir(
@@ -378,7 +399,7 @@ impl fuser::Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             respond::empty(reply, fs.releasedir(ino.0, fh.0).await);
         });
     }
@@ -397,7 +418,7 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             match fs.statfs().await {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -435,21 +456,21 @@ impl fuser::Filesystem for FuseFs {
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let caller = caller(req);
         let name = name.to_os_string();
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             let res = fs.getxattr(caller, ino.0, &name).await;
             respond::xattr(reply, size, res);
         });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             respond::xattr(reply, size, fs.listxattr(ino.0).await);
         });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_os_string();
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             respond::empty(reply, fs.removexattr(ino.0, &name).await);
         });
     }
@@ -466,7 +487,7 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let caller = caller(req);
         let name = name.to_os_string();
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             match fs.create(caller, parent.0, &name, mode, flags).await {
                 Ok((attr, fh)) => reply.created(
                     &fs.attr_ttl(),

@@ -3,9 +3,10 @@
 //! into replies; all filesystem behaviour lives in `s3ql-core`.
 //!
 //! On Linux fuser reads requests on several threads; on FreeBSD it has a single session
-//! loop (`threads` is forced to 1), which hands every request to the tokio runtime and so
-//! only decodes and dispatches. On macOS, where fuser would need macFUSE's libfuse at build
-//! time, this crate is empty: the fuse-backend-rs adapter serves macOS.
+//! loop (`threads` is forced to 1). On Linux metadata requests run on the request threads
+//! and data requests become tasks on the tokio runtime; on FreeBSD every request becomes a
+//! task, so the loop only decodes and dispatches. On macOS, where fuser would need macFUSE's
+//! libfuse at build time, this crate is empty: the fuse-backend-rs adapter serves macOS.
 
 #[cfg(not(target_os = "macos"))]
 mod convert;

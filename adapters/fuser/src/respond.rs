@@ -1,6 +1,6 @@
 //! Sending core results as fuser replies.
 
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{Errno, Generation, ReplyAttr, ReplyEmpty, ReplyEntry, ReplyXattr};
 use s3ql_core::{Attr, FsResult};
@@ -16,6 +16,36 @@ pub(crate) fn entry(reply: ReplyEntry, ttl: Duration, res: FsResult<Attr>) {
     match res {
         Ok(attr) => reply.entry(&ttl, &file_attr(&attr), GENERATION),
         Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Replies to a lookup: the entry, or for a name that does not exist a negative entry
+/// (inode 0) that the kernel may cache for `ttl`, so that repeated lookups of a missing name
+/// (every create, `stat` of a missing path) are answered by the kernel. Whoever adds a name
+/// behind the kernel's back invalidates the entry (see `KernelCache`).
+pub(crate) fn lookup(reply: ReplyEntry, ttl: Duration, res: FsResult<Attr>) {
+    match res {
+        Err(e) if errno(&e) == Errno::ENOENT => {
+            let none = fuser::FileAttr {
+                ino: fuser::INodeNo(0),
+                size: 0,
+                blocks: 0,
+                atime: UNIX_EPOCH,
+                mtime: UNIX_EPOCH,
+                ctime: UNIX_EPOCH,
+                crtime: UNIX_EPOCH,
+                kind: fuser::FileType::RegularFile,
+                perm: 0,
+                nlink: 0,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                blksize: 0,
+                flags: 0,
+            };
+            reply.entry(&ttl, &none, GENERATION)
+        }
+        res => entry(reply, ttl, res),
     }
 }
 

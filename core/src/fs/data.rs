@@ -13,6 +13,9 @@ use crate::types::{mode_bits, Attr, Caller, SetAttr, StatFs, TimeSet, Timestamp,
 /// on every platform (libc defines it only on Linux).
 const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
 
+/// Most bytes of blocks fetched ahead of one sequential reader.
+const READ_AHEAD_BYTES: u64 = 16 << 20;
+
 impl Filesystem {
     /// Opens `ino`; the inode stays alive until the handle is released. Opening a locked
     /// inode for writing (or with `O_TRUNC`) is `EPERM`.
@@ -102,6 +105,13 @@ impl Filesystem {
         }
         let end = file_size.min(offset.saturating_add(u64::from(size)));
         let bs = self.block_size;
+        if self.is_sequential_read(ino, offset, end) {
+            let next = end.div_ceil(bs);
+            let window = self.read_ahead_blocks();
+            let last = (file_size - 1) / bs;
+            self.cache
+                .read_ahead(ino, next..(next + window).min(last + 1));
+        }
         let mut out = Vec::with_capacity((end - offset) as usize);
         let mut pos = offset;
         while pos < end {
@@ -116,6 +126,24 @@ impl Filesystem {
             pos += len;
         }
         Ok(out)
+    }
+
+    /// Records a read of `offset..end` of `ino`; true if it continues the previous one (or
+    /// starts the file).
+    fn is_sequential_read(&self, ino: u64, offset: u64, end: u64) -> bool {
+        let mut nodes = self.nodes();
+        let Some(refs) = nodes.get_mut(&ino) else {
+            return offset == 0;
+        };
+        let sequential = offset == 0 || offset == refs.read_end;
+        refs.read_end = end;
+        sequential
+    }
+
+    /// Blocks fetched ahead of a sequential reader: enough to keep every connection busy,
+    /// bounded to [`READ_AHEAD_BYTES`] of memory.
+    fn read_ahead_blocks(&self) -> u64 {
+        (READ_AHEAD_BYTES / self.block_size).clamp(1, self.opts.max_connections.max(1) as u64)
     }
 
     /// Writes `data` at `offset`; returns when the bytes are in the cache. `EPERM` once the

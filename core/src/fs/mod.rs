@@ -39,6 +39,9 @@ struct NodeRefs {
     /// Set by `lock_tree` for live inodes, so that handles opened for writing before the
     /// lock cannot write any more (`open` checks the database for later handles).
     locked: bool,
+    /// Where the last read of the inode ended: a read that starts there is sequential and
+    /// fetches the following blocks ahead.
+    read_end: u64,
 }
 
 /// The kernel's caches of entries and attributes, for operations that change the tree
