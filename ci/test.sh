@@ -57,6 +57,8 @@ esac
 if [ "${CI:-}" = true ]; then
     # In CI, real-mount tests must run, never be skipped.
     export S3QL_TESTS_REQUIRE_FUSE=1
+    # A one-off build gains nothing from incremental artifacts (several GB of disk).
+    export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 fi
 
 failed=()
@@ -75,6 +77,8 @@ step() {
     else
         results+=("FAILED  $name (exit $rc, ${secs} s)")
         failed+=("$name")
+        # Disk exhaustion shows up as unrelated errors: say how full the disks are.
+        df -h . /tmp 2>/dev/null || true
     fi
     return 0
 }
