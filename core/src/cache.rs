@@ -27,6 +27,9 @@ use crate::storage::ObjectStore;
 
 type Key = (u64, u64);
 
+/// Most cache files synced at once by one `fsync` (the device merges their flushes).
+const PARALLEL_SYNCS: usize = 16;
+
 #[derive(Default)]
 struct EntryState {
     loaded: bool,
@@ -39,6 +42,12 @@ struct EntryState {
     removed: bool,
     /// The last upload of this block failed (write-back retries it).
     upload_failed: bool,
+    /// This process created the block's cache file.
+    has_file: bool,
+    /// Written since its cache file was last synced to the disk.
+    unsynced: bool,
+    /// Its cache file was created since the cache directory was last synced.
+    name_unsynced: bool,
 }
 
 struct Entry {
@@ -145,13 +154,28 @@ impl BlockCache {
         entry
     }
 
+    /// Opens the cache file of an existing block.
     fn open(&self, key: Key) -> std::io::Result<File> {
         OpenOptions::new()
             .read(true)
             .write(true)
+            .open(self.path(key))
+    }
+
+    /// Opens the cache file of `key` for writing, creating it if needed (its name then
+    /// waits for the next directory sync, see `sync_inode`).
+    fn open_for_update(&self, key: Key, state: &mut EntryState) -> std::io::Result<File> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
             .create(true)
             .truncate(false)
-            .open(self.path(key))
+            .open(self.path(key))?;
+        if !state.has_file {
+            state.has_file = true;
+            state.name_unsynced = true;
+        }
+        Ok(file)
     }
 
     fn set_len(&self, state: &mut EntryState, len: u64) {
@@ -229,7 +253,7 @@ impl BlockCache {
             .inspect_err(|e| {
                 tracing::error!("object {name} (inode {} block {}): {e}", key.0, key.1)
             })?;
-        let file = self.open(key)?;
+        let file = self.open_for_update(key, state)?;
         file.set_len(0)?;
         file.write_all_at(&plain, 0)?;
         self.set_len(state, plain.len() as u64);
@@ -309,7 +333,7 @@ impl BlockCache {
         let whole = offset == 0 && data.len() as u64 == self.block_size;
         let mut state = self.lock_loaded((inode, blockno), whole).await?;
         failpoint!(CACHE_WRITE);
-        let file = self.open((inode, blockno))?;
+        let file = self.open_for_update((inode, blockno), &mut state)?;
         if whole && state.len > 0 {
             file.set_len(0)?;
             self.set_len(&mut state, 0);
@@ -326,7 +350,8 @@ impl BlockCache {
         let mut state = self.lock_loaded((inode, blockno), false).await?;
         if state.len > len {
             failpoint!(CACHE_WRITE);
-            self.open((inode, blockno))?.set_len(len)?;
+            self.open_for_update((inode, blockno), &mut state)?
+                .set_len(len)?;
             self.set_len(&mut state, len);
             mark_dirty(&mut state);
         }
@@ -364,18 +389,44 @@ impl BlockCache {
         }
     }
 
-    /// Makes the cached blocks of `inode` durable on the local disk.
+    /// Makes the cached blocks of `inode` durable on the local disk: the cache files
+    /// written since their last sync (in parallel), then the cache directory if any of
+    /// them is new.
     pub(crate) async fn sync_inode(&self, inode: u64) -> FsResult<()> {
         failpoint!(CACHE_FSYNC);
-        let keys: Vec<Key> = self
+        let entries: Vec<Arc<Entry>> = self
             .map()
             .range((inode, 0)..=(inode, u64::MAX))
-            .map(|(k, _)| *k)
+            .map(|(_, e)| e.clone())
             .collect();
-        for key in keys {
-            if let Ok(f) = File::open(self.path(key)) {
-                f.sync_data()?;
+        let mut unsynced = Vec::new();
+        let mut new_names = false;
+        for entry in entries {
+            let mut state = entry.state.lock().await;
+            if !state.removed && state.unsynced {
+                // Cleared first: a write during the sync sets it again.
+                state.unsynced = false;
+                new_names |= std::mem::take(&mut state.name_unsynced);
+                unsynced.push(entry.clone());
             }
+        }
+        let paths: Vec<PathBuf> = unsynced.iter().map(|e| self.path(e.key)).collect();
+        let results: Vec<std::io::Result<()>> = futures::stream::iter(paths)
+            .map(sync_cache_file)
+            .buffer_unordered(PARALLEL_SYNCS)
+            .collect()
+            .await;
+        let mut synced = results.into_iter().collect::<std::io::Result<()>>();
+        if synced.is_ok() && new_names {
+            synced = File::open(&self.cfg.dir).and_then(|dir| dir.sync_all());
+        }
+        if let Err(e) = synced {
+            for entry in &unsynced {
+                let mut state = entry.state.lock().await;
+                state.unsynced = true;
+                state.name_unsynced |= new_names;
+            }
+            return Err(e.into());
         }
         Ok(())
     }
@@ -646,7 +697,19 @@ impl BlockCache {
     }
 }
 
+/// Syncs one cache file's data to the disk, on a blocking thread; a file removed meanwhile
+/// (truncated or deleted) has nothing left to sync.
+async fn sync_cache_file(path: PathBuf) -> std::io::Result<()> {
+    let synced = tokio::task::spawn_blocking(move || match File::open(path) {
+        Ok(file) => file.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    });
+    synced.await.map_err(std::io::Error::other)?
+}
+
 fn mark_dirty(state: &mut EntryState) {
     state.generation += 1;
     state.dirty_since = Some(Instant::now());
+    state.unsynced = true;
 }

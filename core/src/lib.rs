@@ -45,7 +45,8 @@ pub use cache::CacheUsage;
 pub use error::{FsError, FsResult};
 pub use format::Compression;
 pub use fs::{
-    open_codec, Filesystem, KernelCache, LogControl, MkfsOptions, MountOptions, OpenError, Stats,
+    block_on_request, open_codec, Filesystem, KernelCache, LogControl, MkfsOptions, MountOptions,
+    OpenError, Stats,
 };
 pub use mount_config::MountConfig;
 pub use passphrase::Passphrase;

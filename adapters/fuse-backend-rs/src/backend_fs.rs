@@ -48,7 +48,7 @@ impl BackendFs {
 
     /// Runs a core call to completion on the runtime (server threads are not tokio threads).
     fn run<T>(&self, call: impl Future<Output = FsResult<T>>) -> io::Result<T> {
-        self.rt.block_on(call).map_err(|e| error(&e))
+        s3ql_core::block_on_request(&self.rt, call).map_err(|e| error(&e))
     }
 
     /// Runs a core call that yields an inode's attributes and makes the entry reply.

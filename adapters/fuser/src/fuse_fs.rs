@@ -57,10 +57,12 @@ impl FuseFs {
 
 impl FuseFs {
     /// Runs the task made by `make` to completion on this request thread (the runtime
-    /// drives its I/O and timers). For metadata requests, which wait only for the metadata
-    /// database: handing them to a runtime worker would cost one more thread wake-up per
-    /// request than the work itself. FreeBSD has a single request loop, which must not
-    /// wait: there the task goes to the runtime like any other.
+    /// drives its I/O and timers; see `s3ql_core::block_on_request`). Handing a request to
+    /// a runtime worker costs thread wake-ups that, for metadata requests and writes into
+    /// the cache, cost more than the work itself; a read or write that waits (for a
+    /// download, or for cache space) holds one of the several request threads, as in
+    /// mountpoint-s3. FreeBSD has a single request loop, which must not wait: there the
+    /// task goes to the runtime like any other.
     fn run_here<F, Fut>(&self, make: F)
     where
         F: FnOnce(Arc<Filesystem>) -> Fut,
@@ -70,7 +72,7 @@ impl FuseFs {
             return self.spawn(make);
         }
         let _guard = self.inflight.enter();
-        self.rt.block_on(make(Arc::clone(&self.fs)));
+        s3ql_core::block_on_request(&self.rt, make(Arc::clone(&self.fs)));
     }
 }
 
@@ -282,7 +284,7 @@ impl fuser::Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
@@ -302,14 +304,17 @@ impl fuser::Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        // fuser reuses its request buffer, so the data must be copied before the task runs.
-        let data = data.to_vec();
-        self.spawn(|fs| async move {
-            match fs.write(ino.0, fh.0, offset, &data).await {
-                Ok(written) => reply.written(written),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        if cfg!(target_os = "freebsd") {
+            // fuser reuses its request buffer, so the data must be copied for the task.
+            let data = data.to_vec();
+            return self.spawn(|fs| async move {
+                respond::written(reply, fs.write(ino.0, fh.0, offset, &data).await);
+            });
+        }
+        // On this thread (see `run_here`), straight from fuser's request buffer.
+        let _guard = self.inflight.enter();
+        let res = s3ql_core::block_on_request(&self.rt, self.fs.write(ino.0, fh.0, offset, data));
+        respond::written(reply, res);
     }
 
     fn flush(
@@ -355,7 +360,7 @@ impl fuser::Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|fs| async move {
+        self.run_here(|fs| async move {
             respond::empty(reply, fs.fsync(ino.0, datasync).await);
         });
     }

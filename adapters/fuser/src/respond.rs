@@ -2,7 +2,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use fuser::{Errno, Generation, ReplyAttr, ReplyEmpty, ReplyEntry, ReplyXattr};
+use fuser::{Errno, Generation, ReplyAttr, ReplyEmpty, ReplyEntry, ReplyWrite, ReplyXattr};
 use s3ql_core::{Attr, FsResult};
 
 use crate::convert::{errno, file_attr};
@@ -61,6 +61,14 @@ pub(crate) fn attr(reply: ReplyAttr, ttl: Duration, res: FsResult<Attr>) {
 pub(crate) fn empty(reply: ReplyEmpty, res: FsResult<()>) {
     match res {
         Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Replies with the number of bytes written or with the error's errno.
+pub(crate) fn written(reply: ReplyWrite, res: FsResult<u32>) {
+    match res {
+        Ok(n) => reply.written(n),
         Err(e) => reply.error(errno(&e)),
     }
 }

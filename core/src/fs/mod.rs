@@ -31,6 +31,17 @@ pub(crate) use lifecycle::{check_revision, load_metadata, prepare_cache_dir, uni
 pub use lifecycle::{open_codec, MkfsOptions, MountOptions, OpenError};
 pub use stats::Stats;
 
+/// Runs one kernel request to completion on the calling thread, which must be an adapter's
+/// request thread (never a runtime worker): the request's metadata statements run on this
+/// thread too, with the guarantees of [`Db::call`], saving two thread wake-ups each.
+/// Tasks the request spawns run on `rt` as usual.
+pub fn block_on_request<F: std::future::Future>(
+    rt: &tokio::runtime::Handle,
+    request: F,
+) -> F::Output {
+    crate::meta::run_statements_here(|| rt.block_on(request))
+}
+
 /// How many times the kernel references an inode, and how many handles are open on it.
 #[derive(Debug, Default, Clone, Copy)]
 struct NodeRefs {

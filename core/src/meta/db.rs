@@ -8,9 +8,15 @@
 //! so whatever it does next (delete an object, mark a block clean) happens after the
 //! change it depends on; if the commit fails, every caller of the batch gets the error.
 //! Changes survive a crash of the machine after [`Db::sync`].
+//!
+//! A thread that blocks for its request anyway (an adapter's request thread, see
+//! [`run_statements_here`]) runs its closures itself, under the connection lock, in a
+//! transaction of their own: this saves two thread wake-ups per closure, which cost more
+//! than most closures. The guarantees are the same.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -42,7 +48,23 @@ enum Job {
 #[derive(Clone)]
 pub struct Db {
     jobs: mpsc::Sender<Job>,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+}
+
+thread_local! {
+    /// Set while this thread runs [`run_statements_here`].
+    static STATEMENTS_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the closures it submits through [`Db::call`] executed on this thread
+/// instead of the owner thread. Only for threads that may block (never a runtime worker):
+/// the closure waits for the connection while the owner thread commits a batch.
+pub fn run_statements_here<R>(f: impl FnOnce() -> R) -> R {
+    let before = STATEMENTS_HERE.with(|here| here.replace(true));
+    let result = f();
+    STATEMENTS_HERE.with(|here| here.set(before));
+    result
 }
 
 /// Most closures committed together in one transaction.
@@ -58,12 +80,15 @@ impl Db {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.set_prepared_statement_cache_capacity(128);
         super::create_temp_tables(&conn)?;
+        let conn = Arc::new(Mutex::new(conn));
         let (jobs, queue) = mpsc::channel();
+        let owned = Arc::clone(&conn);
         std::thread::Builder::new()
             .name("s3ql-db".into())
-            .spawn(move || owner_loop(conn, queue))?;
+            .spawn(move || owner_loop(&owned, queue))?;
         Ok(Db {
             jobs,
+            conn,
             path: path.to_owned(),
         })
     }
@@ -120,9 +145,25 @@ impl Db {
                 }),
             }
         });
-        self.jobs
-            .send(wrap(op))
-            .map_err(|_| FsError::Inconsistent("metadata database is closed".into()))?;
+        let job = wrap(op);
+        match job {
+            Job::InBatch(op) if STATEMENTS_HERE.with(Cell::get) => {
+                let conn = lock(&self.conn);
+                exec(&conn, "BEGIN IMMEDIATE");
+                let ran = run_in_savepoint(&conn, op);
+                let replies = if ran.ok {
+                    vec![ran.reply]
+                } else {
+                    (ran.reply)(Ok(()));
+                    Vec::new()
+                };
+                commit(&conn, replies);
+            }
+            job => self
+                .jobs
+                .send(job)
+                .map_err(|_| FsError::Inconsistent("metadata database is closed".into()))?,
+        }
         rx.await
             .map_err(|_| FsError::Inconsistent("metadata database thread failed".into()))?
     }
@@ -134,8 +175,13 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn owner_loop(conn: Connection, queue: mpsc::Receiver<Job>) {
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn owner_loop(conn: &Mutex<Connection>, queue: mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
+        let conn = lock(conn);
         let mut next = Some(first);
         // Replies of the closures in the open transaction (`None`: no transaction open).
         let mut batch: Option<Vec<Reply>> = None;

@@ -5,5 +5,6 @@ mod db;
 mod schema;
 pub(crate) mod upload;
 
+pub(crate) use db::run_statements_here;
 pub use db::Db;
 pub(crate) use schema::{create_schema, create_temp_tables, META_NEXT_OBJECT_ID};

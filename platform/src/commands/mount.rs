@@ -525,13 +525,14 @@ fn dir_size(dir: &Path, depth: u32) -> u64 {
         .sum()
 }
 
-/// FUSE request threads: metadata requests run on them (see the fuser adapter), data
-/// requests are handed to the runtime.
+/// FUSE request threads: requests run on them (see the fuser adapter), and a read or write
+/// that waits for the storage holds one, so there are enough for the kernel's concurrent
+/// reads (12 in the background by default) beside metadata requests.
 fn fuse_threads() -> usize {
     std::thread::available_parallelism()
-        .map(|n| n.get())
+        .map(|n| n.get() * 2)
         .unwrap_or(1)
-        .clamp(4, 8)
+        .clamp(8, 16)
 }
 
 /// Caps glibc's malloc arenas: by default each thread that allocates gets its own (up to 8
