@@ -31,6 +31,10 @@ pub struct OpendalStore {
     /// The objects are files in one directory (local, sftp): listing reads that directory
     /// instead of asking for a key prefix.
     flat_dir: bool,
+    /// The directory of a local store, listed directly in one blocking task (opendal's
+    /// lister stats every file in a task of its own: 100 000 thread hand-offs for 100 000
+    /// objects).
+    local_dir: Option<std::path::PathBuf>,
 }
 
 /// The text of an opendal error and all its sources, for classification.
@@ -101,6 +105,7 @@ impl OpendalStore {
             op,
             prefix: prefix.to_owned(),
             flat_dir,
+            local_dir: None,
         }
     }
 
@@ -116,7 +121,10 @@ impl OpendalStore {
             .root(&root)
             .atomic_write_dir(&tmp.to_string_lossy());
         let op = Operator::new(builder).map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Self::with_layers(op, Duration::from_secs(60), "", true))
+        Ok(Self {
+            local_dir: Some(dir.to_owned()),
+            ..Self::with_layers(op, Duration::from_secs(60), "", true)
+        })
     }
 
     fn key(&self, name: &str) -> String {
@@ -213,6 +221,11 @@ impl ObjectStore for OpendalStore {
         let prefix = prefix.to_owned();
         Box::pin(async move {
             let full = self.key(&prefix);
+            if let Some(dir) = self.local_dir.clone() {
+                return tokio::task::spawn_blocking(move || list_local(&dir, &full))
+                    .await
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+            }
             let entries = if self.flat_dir {
                 self.op.list_with("").await
             } else {
@@ -248,6 +261,37 @@ impl ObjectStore for OpendalStore {
             }
         })
     }
+}
+
+/// The objects of the local store `dir` whose names start with `prefix` (its files; the
+/// temporary-file directory is no object).
+fn list_local(dir: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+    let failed = |e: std::io::Error| StoreError::Backend(format!("{}: {e}", dir.display()));
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StoreError::LocationMissing(dir.display().to_string()),
+        _ => failed(e),
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(failed)?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        match entry.metadata() {
+            Ok(meta) if meta.is_file() => found.push(ObjectInfo {
+                name,
+                size: meta.len(),
+            }),
+            Ok(_) => {}
+            // Deleted since the directory was read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(feature = "http")]
