@@ -16,7 +16,10 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -48,8 +51,30 @@ enum Job {
 #[derive(Clone)]
 pub struct Db {
     jobs: mpsc::Sender<Job>,
-    conn: Arc<Mutex<Connection>>,
+    shared: Arc<Shared>,
     path: PathBuf,
+}
+
+/// The connection, shared by the owner thread and the request threads.
+struct Shared {
+    conn: Mutex<Connection>,
+    /// Request threads waiting for `conn`: the owner thread then ends its batch early and
+    /// hands the connection over (fair unlock), so a request never waits behind a long
+    /// stream of queued background work.
+    waiting: AtomicUsize,
+}
+
+impl Shared {
+    fn lock_for_request(&self) -> MutexGuard<'_, Connection> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let conn = self.conn.lock();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        conn
+    }
+
+    fn requests_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
 }
 
 thread_local! {
@@ -80,15 +105,18 @@ impl Db {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.set_prepared_statement_cache_capacity(128);
         super::create_temp_tables(&conn)?;
-        let conn = Arc::new(Mutex::new(conn));
+        let shared = Arc::new(Shared {
+            conn: Mutex::new(conn),
+            waiting: AtomicUsize::new(0),
+        });
         let (jobs, queue) = mpsc::channel();
-        let owned = Arc::clone(&conn);
+        let owned = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("s3ql-db".into())
             .spawn(move || owner_loop(&owned, queue))?;
         Ok(Db {
             jobs,
-            conn,
+            shared,
             path: path.to_owned(),
         })
     }
@@ -148,7 +176,7 @@ impl Db {
         let job = wrap(op);
         match job {
             Job::InBatch(op) if STATEMENTS_HERE.with(Cell::get) => {
-                let conn = lock(&self.conn);
+                let conn = self.shared.lock_for_request();
                 exec(&conn, "BEGIN IMMEDIATE");
                 let ran = run_in_savepoint(&conn, op);
                 let replies = if ran.ok {
@@ -158,6 +186,7 @@ impl Db {
                     Vec::new()
                 };
                 commit(&conn, replies);
+                MutexGuard::unlock_fair(conn);
             }
             job => self
                 .jobs
@@ -175,13 +204,9 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    conn.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn owner_loop(conn: &Mutex<Connection>, queue: mpsc::Receiver<Job>) {
+fn owner_loop(shared: &Shared, queue: mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
-        let conn = lock(conn);
+        let conn = shared.conn.lock();
         let mut next = Some(first);
         // Replies of the closures in the open transaction (`None`: no transaction open).
         let mut batch: Option<Vec<Reply>> = None;
@@ -209,13 +234,14 @@ fn owner_loop(conn: &Mutex<Connection>, queue: mpsc::Receiver<Job>) {
                 }
             }
             done += 1;
-            if done < MAX_BATCH {
+            if done < MAX_BATCH && !shared.requests_waiting() {
                 next = queue.try_recv().ok();
             }
         }
         if let Some(replies) = batch {
             commit(&conn, replies);
         }
+        MutexGuard::unlock_fair(conn);
     }
 }
 

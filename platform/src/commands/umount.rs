@@ -132,7 +132,7 @@ pub fn run(args: UmountArgs) -> anyhow::Result<()> {
             ),
         )
     })?;
-    let cmdline = process_cmdline(pid);
+    let comm = process_comm(pid);
     tracing::debug!("unmounting {} (daemon pid {pid})", mountpoint.display());
     fusermount::kernel_unmount(&mountpoint, false).map_err(|e| {
         fail(
@@ -142,7 +142,7 @@ pub fn run(args: UmountArgs) -> anyhow::Result<()> {
     })?;
 
     tracing::debug!("waiting for the daemon (pid {pid}) to exit");
-    while process_alive(pid, cmdline.as_deref()) {
+    while process_alive(pid, comm.as_deref()) {
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
@@ -192,13 +192,19 @@ fn is_s3ql(entry: &MountEntry, mountpoint: &Path) -> bool {
     }
 }
 
-/// The command line of process `pid`, if it exists.
-fn process_cmdline(pid: libc::pid_t) -> Option<Vec<u8>> {
-    std::fs::read(format!("/proc/{pid}/cmdline")).ok()
+/// The command name of process `pid` (from /proc), if it exists. Unlike the command line,
+/// which reads as empty once an exiting process has released its memory, the name stays
+/// until the process is reaped.
+fn process_comm(pid: libc::pid_t) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.split_once('(')?;
+    let (comm, _) = rest.rsplit_once(')')?;
+    Some(comm.to_owned())
 }
 
-/// Whether `pid` still runs the same program (a zombie or a reused pid counts as gone).
-fn process_alive(pid: libc::pid_t, cmdline: Option<&[u8]>) -> bool {
+/// Whether `pid` still runs the same program: a zombie, or a pid reused by another
+/// program, counts as gone; a process still exiting counts as alive.
+fn process_alive(pid: libc::pid_t, comm: Option<&str>) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         // No /proc entry: fall back to kill(pid, 0).
         // SAFETY: signal 0 only checks for existence.
@@ -211,8 +217,8 @@ fn process_alive(pid: libc::pid_t, cmdline: Option<&[u8]>) -> bool {
     if matches!(state, Some('Z') | Some('X')) {
         return false;
     }
-    match cmdline {
-        Some(before) => process_cmdline(pid).as_deref() == Some(before),
+    match comm {
+        Some(before) => process_comm(pid).as_deref() == Some(before),
         None => true,
     }
 }
@@ -254,8 +260,9 @@ mod tests {
     fn own_process_is_alive() {
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
-        let cmd = process_cmdline(me);
-        assert!(process_alive(me, cmd.as_deref()));
-        assert!(!process_alive(me, Some(b"something else")));
+        let comm = process_comm(me);
+        assert!(comm.is_some());
+        assert!(process_alive(me, comm.as_deref()));
+        assert!(!process_alive(me, Some("something else")));
     }
 }
