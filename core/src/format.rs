@@ -205,12 +205,38 @@ fn decompress(id: u8, payload: &[u8], plain_len: usize) -> Result<Vec<u8>, Forma
     Ok(out)
 }
 
+/// Blocks at least this long are probed (see [`looks_incompressible`]) before being
+/// compressed whole.
+const PROBE_MIN_LEN: usize = 128 * 1024;
+/// Number of slices sampled evenly across a probed block.
+const PROBE_SLICES: usize = 8;
+/// Length of each sampled slice.
+const PROBE_SLICE_LEN: usize = 4096;
+
+/// Whether compressing `plain` is not worth it: its evenly spread sample (8 slices of
+/// 4 KiB) does not shrink by at least 2 % with `compression`. Random, encrypted or already
+/// compressed data then costs 3 % of a full compression instead of all of it.
+fn looks_incompressible(plain: &[u8], compression: Compression) -> bool {
+    if plain.len() < PROBE_MIN_LEN {
+        return false;
+    }
+    let stride = (plain.len() - PROBE_SLICE_LEN) / (PROBE_SLICES - 1);
+    let sample: Vec<u8> = (0..PROBE_SLICES)
+        .flat_map(|i| &plain[i * stride..i * stride + PROBE_SLICE_LEN])
+        .copied()
+        .collect();
+    compression
+        .compress(&sample)
+        .map_or(true, |c| c.len() * 100 >= sample.len() * 98)
+}
+
 fn compress_for_storage(
     plain: &[u8],
     compression: Compression,
 ) -> (u8, std::borrow::Cow<'_, [u8]>) {
     let compressed = match compression {
         Compression::None => None,
+        c if looks_incompressible(plain, c) => None,
         c => c.compress(plain).ok().filter(|c| c.len() < plain.len()),
     };
     match compressed {
@@ -399,6 +425,31 @@ mod tests {
         let obj = codec.encode("x", &data, Compression::Zstd(3));
         assert!(obj.len() <= data.len() + HEADER_LEN + TRAILER_LEN);
         assert_eq!(codec.decode("x", &obj).unwrap(), data);
+    }
+
+    #[test]
+    fn probe_skips_random_blocks_but_not_mixed_ones() {
+        let mut random = vec![0u8; 1 << 20];
+        rand::fill(&mut random[..]);
+        let mut sentence = b"the quick brown fox jumps over the lazy dog. ".repeat(1 << 15);
+        sentence.truncate(1 << 20);
+        let mut mixed = random.clone();
+        mixed[..1 << 19].copy_from_slice(&sentence[..1 << 19]);
+        let algorithms = [
+            Compression::Zstd(1),
+            Compression::Zstd(19),
+            Compression::Lzma(6),
+            Compression::Bzip2(9),
+            Compression::Zlib(1),
+            Compression::Zlib(6),
+        ];
+        for algo in algorithms {
+            assert!(looks_incompressible(&random, algo), "{algo}");
+            assert!(!looks_incompressible(&sentence, algo), "{algo}");
+            assert!(!looks_incompressible(&mixed, algo), "{algo}");
+            let (id, _) = compress_for_storage(&mixed, algo);
+            assert_eq!(id, algo.id(), "{algo}");
+        }
     }
 
     #[test]

@@ -335,6 +335,7 @@ impl Filesystem {
         params.save_local(&paths.params)?;
 
         let db = Db::open(&paths.db)?;
+        let probed_names = db.call(super::xattr::ProbedNames::load).await?;
         let cache = BlockCache::new(
             CacheConfig {
                 dir: paths.cache_dir.clone(),
@@ -370,6 +371,7 @@ impl Filesystem {
             background: Mutex::new(Vec::new()),
             control: Default::default(),
             mount_lock,
+            probed_names,
         });
         fs.free_orphans().await?;
         fs.start_background();

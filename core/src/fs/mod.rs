@@ -116,6 +116,7 @@ pub struct Filesystem {
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     mount_lock: crate::mount_lock::MountLock,
     control: Control,
+    probed_names: xattr::ProbedNames,
 }
 
 impl std::fmt::Debug for Filesystem {

@@ -2,8 +2,9 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{inode, Filesystem};
 use crate::error::{errno, FsResult};
@@ -18,6 +19,55 @@ const XATTR_SIZE_MAX: usize = 65536;
 const ENOATTR: i32 = libc::ENODATA;
 #[cfg(not(target_os = "linux"))]
 const ENOATTR: i32 = libc::ENOATTR;
+
+/// Attributes that the kernel or common tools look up on every file: the SELinux label
+/// (`ls -l`), POSIX ACLs (`ls -l`, `getfacl`) and file capabilities (the kernel, before
+/// every write). Each lookup is a round trip to the daemon.
+const PROBED_NAMES: [&[u8]; 4] = [
+    b"security.selinux",
+    b"system.posix_acl_access",
+    b"system.posix_acl_default",
+    b"security.capability",
+];
+
+/// Which of the [`PROBED_NAMES`] some inode carries. While no inode carries one, reading it
+/// fails with `EOPNOTSUPP` instead of `ENOATTR`, without a database query: tools then treat
+/// the whole filesystem as having none (`ls -l` stops asking, saving two round trips per
+/// file). Setting one makes it present for the rest of the mount (it is never absent again
+/// while mounted, so a reader never misses a stored value).
+pub(super) struct ProbedNames {
+    present: [AtomicBool; PROBED_NAMES.len()],
+}
+
+impl ProbedNames {
+    /// Reads which probed names are stored (one scan of the attribute table).
+    pub(super) fn load(conn: &Connection) -> FsResult<Self> {
+        let names = ProbedNames {
+            present: Default::default(),
+        };
+        let mut stmt = conn.prepare("SELECT DISTINCT name FROM ext_attributes")?;
+        for name in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
+            names.mark_present(&name?);
+        }
+        Ok(names)
+    }
+
+    fn slot(&self, name: &[u8]) -> Option<&AtomicBool> {
+        let i = PROBED_NAMES.iter().position(|p| *p == name)?;
+        Some(&self.present[i])
+    }
+
+    /// True if `name` is a probed name that no inode carries.
+    fn absent(&self, name: &[u8]) -> bool {
+        self.slot(name).is_some_and(|p| !p.load(Ordering::Acquire))
+    }
+
+    fn mark_present(&self, name: &[u8]) {
+        if let Some(p) = self.slot(name) {
+            p.store(true, Ordering::Release);
+        }
+    }
+}
 
 impl Filesystem {
     /// Sets attribute `name` of `ino` (on the control file: runs a command).
@@ -40,6 +90,8 @@ impl Filesystem {
         }
         let name = name.as_bytes().to_vec();
         let value = value.to_vec();
+        // Before the row exists, so that no reader answers `EOPNOTSUPP` once it does.
+        self.probed_names.mark_present(&name);
         self.db
             .call(move |c| {
                 let mut node = inode::get(c, ino)?;
@@ -64,10 +116,14 @@ impl Filesystem {
             .await
     }
 
-    /// The value of attribute `name` of `ino`, or `ENOATTR`.
+    /// The value of attribute `name` of `ino`, or `ENOATTR` (`EOPNOTSUPP` for a name of
+    /// [`PROBED_NAMES`] that no inode carries).
     pub async fn getxattr(&self, caller: Caller, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
         if ino == CTRL_INODE {
             return self.ctrl_query(caller, name.as_bytes()).await;
+        }
+        if self.probed_names.absent(name.as_bytes()) {
+            return Err(errno(libc::EOPNOTSUPP));
         }
         let name = name.as_bytes().to_vec();
         self.db
