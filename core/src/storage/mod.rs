@@ -5,6 +5,7 @@
 //! the last successful `put` of that name.
 
 mod faulty;
+mod local_dir;
 mod memory;
 mod opendal_store;
 mod retry;

@@ -5,15 +5,19 @@
 //! documented order: each attempt has its own deadline, and a timed-out attempt is retried
 //! with backoff). Object names of the core are appended verbatim to the store's key prefix
 //! (S3QL semantics: `s3c://host/bucket/fs1_` stores `fs1_s3ql_params`).
+//!
+//! A local store's objects bypass opendal: see `local_dir`.
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
+use super::local_dir::LocalDir;
 use super::{ObjectInfo, ObjectStore, StoreError, StoreFuture};
 
 /// Attempts of one request before its error reaches the core (opendal's retry layer).
@@ -31,10 +35,9 @@ pub struct OpendalStore {
     /// The objects are files in one directory (local, sftp): listing reads that directory
     /// instead of asking for a key prefix.
     flat_dir: bool,
-    /// The directory of a local store, listed directly in one blocking task (opendal's
-    /// lister stats every file in a task of its own: 100 000 thread hand-offs for 100 000
-    /// objects).
-    local_dir: Option<std::path::PathBuf>,
+    /// A local store: every object operation goes to plain file operations instead of
+    /// `op` (one blocking task per call, and durable puts; see [`LocalDir`]).
+    local: Option<Arc<LocalDir>>,
 }
 
 /// The text of an opendal error and all its sources, for classification.
@@ -105,24 +108,23 @@ impl OpendalStore {
             op,
             prefix: prefix.to_owned(),
             flat_dir,
-            local_dir: None,
+            local: None,
         }
     }
 
     /// A store in the local directory `dir`, which must exist. Objects are written to a
-    /// temporary file, synced and renamed into place, so a crash never leaves a torn object.
+    /// temporary file, synced and renamed into place, and the directory is synced before a
+    /// put returns: a crash never leaves a torn object, and a put that returned survives a
+    /// power loss.
     pub fn local(dir: &Path) -> Result<Self, StoreError> {
         if !dir.is_dir() {
             return Err(StoreError::LocationMissing(dir.display().to_string()));
         }
-        let root = dir.to_string_lossy();
-        let tmp = dir.join(".tmp");
-        let builder = opendal::services::Fs::default()
-            .root(&root)
-            .atomic_write_dir(&tmp.to_string_lossy());
+        // Not used for objects (see `local`), but every store has an operator.
+        let builder = opendal::services::Fs::default().root(&dir.to_string_lossy());
         let op = Operator::new(builder).map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Self {
-            local_dir: Some(dir.to_owned()),
+            local: Some(Arc::new(LocalDir::new(dir))),
             ..Self::with_layers(op, Duration::from_secs(60), "", true)
         })
     }
@@ -145,6 +147,9 @@ impl ObjectStore for OpendalStore {
     fn get(&self, name: &str) -> StoreFuture<'_, Bytes> {
         let name = name.to_owned();
         Box::pin(async move {
+            if let Some(local) = &self.local {
+                return local.get(&name).await;
+            }
             let buf = self
                 .op
                 .read(&self.key(&name))
@@ -157,6 +162,9 @@ impl ObjectStore for OpendalStore {
     fn get_range(&self, name: &str, range: Range<u64>) -> StoreFuture<'_, Bytes> {
         let name = name.to_owned();
         Box::pin(async move {
+            if let Some(local) = &self.local {
+                return local.get_range(&name, range).await;
+            }
             let buf = self
                 .op
                 .read_with(&self.key(&name))
@@ -170,6 +178,9 @@ impl ObjectStore for OpendalStore {
     fn put(&self, name: &str, data: Bytes) -> StoreFuture<'_, ()> {
         let name = name.to_owned();
         Box::pin(async move {
+            if let Some(local) = &self.local {
+                return local.put(&name, data).await;
+            }
             self.op
                 .write(&self.key(&name), data)
                 .await
@@ -184,6 +195,9 @@ impl ObjectStore for OpendalStore {
     fn put_if_absent(&self, name: &str, data: Bytes) -> StoreFuture<'_, bool> {
         let name = name.to_owned();
         Box::pin(async move {
+            if let Some(local) = &self.local {
+                return local.put_if_absent(&name, data).await;
+            }
             let key = self.key(&name);
             if !self.op.info().capability().write_with_if_not_exists {
                 if self.head(&name).await?.is_some() {
@@ -210,6 +224,9 @@ impl ObjectStore for OpendalStore {
     fn delete(&self, name: &str) -> StoreFuture<'_, ()> {
         let name = name.to_owned();
         Box::pin(async move {
+            if let Some(local) = &self.local {
+                return local.delete(&name).await;
+            }
             self.op
                 .delete(&self.key(&name))
                 .await
@@ -221,10 +238,8 @@ impl ObjectStore for OpendalStore {
         let prefix = prefix.to_owned();
         Box::pin(async move {
             let full = self.key(&prefix);
-            if let Some(dir) = self.local_dir.clone() {
-                return tokio::task::spawn_blocking(move || list_local(&dir, &full))
-                    .await
-                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+            if let Some(local) = &self.local {
+                return local.list(&full).await;
             }
             let entries = if self.flat_dir {
                 self.op.list_with("").await
@@ -250,6 +265,9 @@ impl ObjectStore for OpendalStore {
     fn head(&self, name: &str) -> StoreFuture<'_, Option<u64>> {
         let name = name.to_owned();
         Box::pin(async move {
+            if let Some(local) = &self.local {
+                return local.head(&name).await;
+            }
             let key = self.key(&name);
             match self.op.stat(&key).await {
                 Ok(meta) => Ok(Some(meta.content_length())),
@@ -261,37 +279,6 @@ impl ObjectStore for OpendalStore {
             }
         })
     }
-}
-
-/// The objects of the local store `dir` whose names start with `prefix` (its files; the
-/// temporary-file directory is no object).
-fn list_local(dir: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-    let failed = |e: std::io::Error| StoreError::Backend(format!("{}: {e}", dir.display()));
-    let mut found = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => StoreError::LocationMissing(dir.display().to_string()),
-        _ => failed(e),
-    })?;
-    for entry in entries {
-        let entry = entry.map_err(failed)?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        match entry.metadata() {
-            Ok(meta) if meta.is_file() => found.push(ObjectInfo {
-                name,
-                size: meta.len(),
-            }),
-            Ok(_) => {}
-            // Deleted since the directory was read.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(failed(e)),
-        }
-    }
-    Ok(found)
 }
 
 #[cfg(feature = "http")]
