@@ -30,6 +30,10 @@ type Key = (u64, u64);
 /// Most cache files synced at once by one `fsync` (the device merges their flushes).
 const PARALLEL_SYNCS: usize = 16;
 
+/// Bound of the memory held by block uploads at any time (plaintext read from the cache
+/// file plus its encoded object), in bytes; at least one block is always allowed.
+const UPLOAD_BUFFER_BYTES: u64 = 32 << 20;
+
 #[derive(Default)]
 struct EntryState {
     loaded: bool,
@@ -99,6 +103,8 @@ pub(crate) struct BlockCache {
     db: Db,
     store: Arc<dyn ObjectStore>,
     transfers: Semaphore,
+    /// One permit per block an upload may hold in memory (see [`UPLOAD_BUFFER_BYTES`]).
+    upload_buffers: Semaphore,
     /// One permit per core for CPU-bound work (see `on_cpu`).
     cpu: Semaphore,
     space_freed: Notify,
@@ -122,6 +128,9 @@ impl BlockCache {
             db,
             store,
             transfers: Semaphore::new(cfg.max_connections.max(1)),
+            upload_buffers: Semaphore::new(
+                (UPLOAD_BUFFER_BYTES / (2 * block_size.max(1))).max(1) as usize
+            ),
             cpu: Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
             space_freed: Notify::new(),
             wake_flusher: Notify::new(),
@@ -436,6 +445,7 @@ impl BlockCache {
 
     async fn upload(&self, entry: &Arc<Entry>) -> FsResult<()> {
         let key = entry.key;
+        let _buffers = self.upload_buffers.acquire().await;
         let (data, generation) = {
             let state = entry.state.lock().await;
             if state.removed || state.dirty_since.is_none() {
