@@ -97,12 +97,8 @@ const MAX_BATCH: usize = 512;
 
 impl Db {
     /// Opens (or creates) the database at `path` in WAL mode and starts its owner thread.
-    /// The file stays locked while the `Db` lives: no other connection can use it.
     pub fn open(path: &Path) -> FsResult<Db> {
         let conn = Connection::open(path)?;
-        // This process is the database's only user: holding the file lock for good saves
-        // two fcntl calls per transaction and keeps the WAL index in memory.
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "cache_size", -65536)?;
