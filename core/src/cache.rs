@@ -5,8 +5,13 @@
 //! stays dirty (the upload took a snapshot and marks the block clean only if no write
 //! happened since); a block read from the storage is verified against the SHA-256 in the
 //! metadata and an altered object is `EIO`, never returned.
+//!
+//! A block just loaded from the storage is also kept in memory (see [`RecentBlocks`]) until
+//! a read reaches its end, so that a sequential reader does not read its cache file back.
+//! Such a buffer is used only while the entry's `generation` is the one it was loaded at
+//! (every write and truncate bumps it) and is dropped with its entry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -33,6 +38,51 @@ const PARALLEL_SYNCS: usize = 16;
 /// Bound of the memory held by block uploads at any time (plaintext read from the cache
 /// file plus its encoded object), in bytes; at least one block is always allowed.
 const UPLOAD_BUFFER_BYTES: u64 = 32 << 20;
+
+/// Most bytes of blocks fetched ahead of one sequential reader.
+pub(crate) const READ_AHEAD_BYTES: u64 = 8 << 20;
+
+/// Decoded blocks just loaded from the storage, oldest first, at most
+/// [`READ_AHEAD_BYTES`] plus one block in all: the read-ahead window of one sequential
+/// reader and the block it is reading. Adding past the bound drops the oldest.
+#[derive(Default)]
+struct RecentBlocks {
+    /// `(key, generation of the entry when loaded, contents)`.
+    blocks: VecDeque<(Key, u64, Bytes)>,
+    bytes: u64,
+}
+
+impl RecentBlocks {
+    fn insert(&mut self, key: Key, generation: u64, data: Bytes, max: u64) {
+        self.remove(key);
+        self.bytes += data.len() as u64;
+        self.blocks.push_back((key, generation, data));
+        while self.bytes > max {
+            let Some((_, _, old)) = self.blocks.pop_front() else {
+                break;
+            };
+            self.bytes -= old.len() as u64;
+        }
+    }
+
+    fn remove(&mut self, key: Key) -> Option<(u64, Bytes)> {
+        let at = self.blocks.iter().position(|(k, _, _)| *k == key)?;
+        let (_, generation, data) = self.blocks.remove(at)?;
+        self.bytes -= data.len() as u64;
+        Some((generation, data))
+    }
+
+    /// The contents of `key` if loaded at `generation`; forgotten if `last_use` (the
+    /// reader reached its end) or stale.
+    fn get(&mut self, key: Key, generation: u64, last_use: bool) -> Option<Bytes> {
+        let at = self.blocks.iter().position(|(k, _, _)| *k == key)?;
+        if !last_use && self.blocks[at].1 == generation {
+            return Some(self.blocks[at].2.clone());
+        }
+        let (loaded_at, data) = self.remove(key)?;
+        (loaded_at == generation).then_some(data)
+    }
+}
 
 #[derive(Default)]
 struct EntryState {
@@ -109,6 +159,7 @@ pub(crate) struct BlockCache {
     cpu: Semaphore,
     space_freed: Notify,
     wake_flusher: Notify,
+    recent: Mutex<RecentBlocks>,
 }
 
 impl BlockCache {
@@ -134,12 +185,17 @@ impl BlockCache {
             cpu: Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
             space_freed: Notify::new(),
             wake_flusher: Notify::new(),
+            recent: Mutex::new(RecentBlocks::default()),
             cfg,
         })
     }
 
     fn map(&self) -> MutexGuard<'_, BTreeMap<Key, Arc<Entry>>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn recent(&self) -> MutexGuard<'_, RecentBlocks> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn path(&self, key: Key) -> PathBuf {
@@ -245,6 +301,7 @@ impl BlockCache {
         };
         let codec = self.cfg.codec.clone();
         let object_name = name.clone();
+        let path = self.path(key);
         let plain = self
             .on_cpu(move || -> FsResult<Vec<u8>> {
                 let plain = codec.decode(&object_name, &object)?;
@@ -256,38 +313,55 @@ impl BlockCache {
                     )
                     .into());
                 }
+                // Here rather than on a runtime worker, which other tasks wait for.
+                std::fs::write(&path, &plain).map_err(|e| FsError::Io(e.kind().into()))?;
                 Ok(plain)
             })
             .await?
             .inspect_err(|e| {
                 tracing::error!("object {name} (inode {} block {}): {e}", key.0, key.1)
             })?;
-        let file = self.open_for_update(key, state)?;
-        file.set_len(0)?;
-        file.write_all_at(&plain, 0)?;
+        if !state.has_file {
+            state.has_file = true;
+            state.name_unsynced = true;
+        }
         self.set_len(state, plain.len() as u64);
+        let max = READ_AHEAD_BYTES + self.block_size;
+        self.recent()
+            .insert(key, state.generation, Bytes::from(plain), max);
         Ok(())
     }
 
-    /// Reads `len` bytes at `offset` within block `blockno` of `inode`; bytes past the
-    /// block's stored end read as zeros.
+    /// Appends `len` bytes at `offset` within block `blockno` of `inode` to `out`; bytes
+    /// past the block's stored end read as zeros. A block just loaded is read from memory
+    /// (forgotten there once the read reaches its end), any other from its cache file.
     pub(crate) async fn read(
         &self,
         inode: u64,
         blockno: u64,
         offset: u64,
         len: usize,
-    ) -> FsResult<Vec<u8>> {
-        let mut state = self.lock_loaded((inode, blockno), false).await?;
-        let mut buf = vec![0u8; len];
+        out: &mut Vec<u8>,
+    ) -> FsResult<()> {
+        let key = (inode, blockno);
+        let mut state = self.lock_loaded(key, false).await?;
+        let start = out.len();
         let avail = state.len.saturating_sub(offset).min(len as u64) as usize;
         if avail > 0 {
-            let file = self.open((inode, blockno))?;
-            file.read_exact_at(&mut buf[..avail], offset)?;
+            let last_use = offset + len as u64 >= state.len;
+            let recent = self.recent().get(key, state.generation, last_use);
+            match recent.filter(|data| data.len() as u64 == state.len) {
+                Some(data) => out.extend_from_slice(&data[offset as usize..][..avail]),
+                None => {
+                    out.resize(start + avail, 0);
+                    self.open(key)?.read_exact_at(&mut out[start..], offset)?;
+                }
+            }
         }
+        out.resize(start + len, 0);
         let lock = tokio::sync::OwnedMutexGuard::mutex(&state).clone();
-        self.forget_hole((inode, blockno), &lock, &mut state);
-        Ok(buf)
+        self.forget_hole(key, &lock, &mut state);
+        Ok(())
     }
 
     /// Drops the entry of `key` (whose mutex `lock` the caller holds as `state`) if it is a
@@ -391,6 +465,7 @@ impl BlockCache {
         }
         state.removed = true;
         self.set_len(state, 0);
+        self.recent().remove(entry.key);
         let _ = std::fs::remove_file(self.path(entry.key));
         let mut map = self.map();
         if map
@@ -741,4 +816,43 @@ fn mark_dirty(state: &mut EntryState) {
     state.generation += 1;
     state.dirty_since = Some(Instant::now());
     state.unsynced = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(byte: u8) -> Bytes {
+        Bytes::from(vec![byte; 10])
+    }
+
+    #[test]
+    fn recent_blocks_are_bounded_and_valid_for_their_generation_only() {
+        let mut recent = RecentBlocks::default();
+        for n in 0..4 {
+            recent.insert((1, n), 0, block(n as u8), 30);
+        }
+        assert_eq!(recent.bytes, 30);
+        assert_eq!(recent.get((1, 0), 0, false), None, "the oldest was dropped");
+        assert_eq!(recent.get((1, 1), 0, false), Some(block(1)));
+        assert_eq!(recent.get((1, 1), 0, true), Some(block(1)));
+        assert_eq!(
+            recent.get((1, 1), 0, false),
+            None,
+            "forgotten after its last use"
+        );
+        assert_eq!(
+            recent.get((1, 2), 1, false),
+            None,
+            "written since it was loaded"
+        );
+        assert_eq!(
+            recent.get((1, 2), 0, false),
+            None,
+            "the stale buffer is gone"
+        );
+        assert_eq!(recent.bytes, 10);
+        assert_eq!(recent.remove((1, 3)), Some((0, block(3))));
+        assert_eq!(recent.bytes, 0);
+    }
 }

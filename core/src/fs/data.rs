@@ -6,15 +6,13 @@ use std::sync::atomic::Ordering;
 use super::inode;
 use super::namespace::NewNode;
 use super::Filesystem;
+use crate::cache::READ_AHEAD_BYTES;
 use crate::error::{errno, FsResult};
 use crate::types::{mode_bits, Attr, Caller, SetAttr, StatFs, TimeSet, Timestamp, CTRL_INODE};
 
 /// `fallocate` mode: do not change the file size. The FUSE protocol carries Linux's value
 /// on every platform (libc defines it only on Linux).
 const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
-
-/// Most bytes of blocks fetched ahead of one sequential reader.
-const READ_AHEAD_BYTES: u64 = 16 << 20;
 
 impl Filesystem {
     /// Opens `ino`; the inode stays alive until the handle is released. Opening a locked
@@ -118,11 +116,9 @@ impl Filesystem {
             let blockno = pos / bs;
             let in_block = pos % bs;
             let len = (bs - in_block).min(end - pos);
-            out.extend(
-                self.cache
-                    .read(ino, blockno, in_block, len as usize)
-                    .await?,
-            );
+            self.cache
+                .read(ino, blockno, in_block, len as usize, &mut out)
+                .await?;
             pos += len;
         }
         Ok(out)
