@@ -236,10 +236,7 @@ impl BlockCache {
             .create(true)
             .truncate(false)
             .open(self.path(key))?;
-        if !state.has_file {
-            state.has_file = true;
-            state.name_unsynced = true;
-        }
+        note_file_created(state);
         Ok(file)
     }
 
@@ -321,10 +318,7 @@ impl BlockCache {
             .inspect_err(|e| {
                 tracing::error!("object {name} (inode {} block {}): {e}", key.0, key.1)
             })?;
-        if !state.has_file {
-            state.has_file = true;
-            state.name_unsynced = true;
-        }
+        note_file_created(state);
         self.set_len(state, plain.len() as u64);
         let max = READ_AHEAD_BYTES + self.block_size;
         self.recent()
@@ -810,6 +804,15 @@ fn start_writeback(file: &File) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = file;
+}
+
+/// Records that the block's cache file exists; a file new to this process waits for the
+/// next sync of the cache directory (see `sync_inode`).
+fn note_file_created(state: &mut EntryState) {
+    if !state.has_file {
+        state.has_file = true;
+        state.name_unsynced = true;
+    }
 }
 
 fn mark_dirty(state: &mut EntryState) {
