@@ -26,6 +26,11 @@ use crate::{dir, respond};
 /// Largest write the kernel may send in one request.
 const MAX_WRITE: u32 = 1024 * 1024;
 
+/// Flags of every open file: no FLUSH at each `close` (the core's `flush` has nothing to do,
+/// and POSIX locks are the kernel's own, as this adapter implements no lock requests). Saves
+/// one request per file written, a sixth of those of a small-file create.
+const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+
 /// Binds one core filesystem to a fuser session.
 pub(crate) struct FuseFs {
     fs: Arc<Filesystem>,
@@ -267,7 +272,7 @@ impl fuser::Filesystem for FuseFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.run_here(|fs| async move {
             match fs.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh), FILE_OPEN_FLAGS),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -499,7 +504,7 @@ impl fuser::Filesystem for FuseFs {
                     &file_attr(&attr),
                     respond::GENERATION,
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    FILE_OPEN_FLAGS,
                 ),
                 Err(e) => reply.error(errno(&e)),
             }
