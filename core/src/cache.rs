@@ -11,7 +11,7 @@
 //! Such a buffer is used only while the entry's `generation` is the one it was loaded at
 //! (every write and truncate bumps it) and is dropped with its entry.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -160,6 +160,9 @@ pub(crate) struct BlockCache {
     space_freed: Notify,
     wake_flusher: Notify,
     recent: Mutex<RecentBlocks>,
+    /// Inodes created by this process, with a handle still open, none of whose blocks is
+    /// recorded in the metadata yet: their blocks load as holes without a query.
+    unrecorded: Mutex<HashSet<u64>>,
 }
 
 impl BlockCache {
@@ -186,6 +189,7 @@ impl BlockCache {
             space_freed: Notify::new(),
             wake_flusher: Notify::new(),
             recent: Mutex::new(RecentBlocks::default()),
+            unrecorded: Mutex::new(HashSet::new()),
             cfg,
         })
     }
@@ -196,6 +200,22 @@ impl BlockCache {
 
     fn recent(&self) -> MutexGuard<'_, RecentBlocks> {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unrecorded(&self) -> MutexGuard<'_, HashSet<u64>> {
+        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `inode` was just created: until [`Self::forget_new_file`] or the first
+    /// upload of one of its blocks, no block of it is in the metadata, so writing into one
+    /// needs no lookup of its stored version.
+    pub(crate) fn note_new_file(&self, inode: u64) {
+        self.unrecorded().insert(inode);
+    }
+
+    /// Ends what [`Self::note_new_file`] recorded (its creating handle was released).
+    pub(crate) fn forget_new_file(&self, inode: u64) {
+        self.unrecorded().remove(&inode);
     }
 
     fn path(&self, key: Key) -> PathBuf {
@@ -284,6 +304,9 @@ impl BlockCache {
     }
 
     async fn load(&self, key: Key, state: &mut EntryState) -> FsResult<()> {
+        if self.unrecorded().contains(&key.0) {
+            return Ok(());
+        }
         let stored = self
             .db
             .call(move |c| blocks::block_of(c, key.0, key.1))
@@ -588,6 +611,7 @@ impl BlockCache {
                 })
                 .await?;
             failpoint!(WRITEBACK_COMMITTED);
+            self.forget_new_file(key.0);
             state.recorded = generation;
             if state.generation == generation {
                 state.dirty_since = None;

@@ -55,11 +55,13 @@ impl Filesystem {
         let attr = self
             .create_node(caller, parent, name, mode, NewNode::Other(0))
             .await?;
+        self.cache.note_new_file(attr.ino);
         Ok((attr.clone(), self.add_handle(attr.ino)))
     }
 
     /// Releases a handle; an unlinked inode with no references left is deleted.
     pub async fn release(&self, ino: u64, _fh: u64) -> FsResult<()> {
+        self.cache.forget_new_file(ino);
         let unused = {
             let mut nodes = self.nodes();
             match nodes.get_mut(&ino) {

@@ -106,7 +106,10 @@ impl Db {
         // Plans must not depend on bound values: otherwise SQLite re-plans a cached
         // statement whenever an integer parameter changes (measured: once per file created,
         // about a tenth of the daemon's time when creating small files).
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         conn.set_prepared_statement_cache_capacity(128);
         super::create_temp_tables(&conn)?;
         let shared = Arc::new(Shared {
