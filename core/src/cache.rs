@@ -300,8 +300,8 @@ impl BlockCache {
         let object_name = name.clone();
         let path = self.path(key);
         let plain = self
-            .on_cpu(move || -> FsResult<Vec<u8>> {
-                let plain = codec.decode(&object_name, &object)?;
+            .on_cpu(move || -> FsResult<Bytes> {
+                let plain = codec.decode(&object_name, object)?;
                 if plain.len() as u64 != stored.size
                     || Sha256::digest(&plain).as_slice() != stored.hash
                 {
@@ -321,8 +321,7 @@ impl BlockCache {
         note_file_created(state);
         self.set_len(state, plain.len() as u64);
         let max = READ_AHEAD_BYTES + self.block_size;
-        self.recent()
-            .insert(key, state.generation, Bytes::from(plain), max);
+        self.recent().insert(key, state.generation, plain, max);
         Ok(())
     }
 
