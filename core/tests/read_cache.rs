@@ -1,5 +1,6 @@
-//! Blocks loaded from the storage are kept in memory for a sequential reader; a write or a
-//! truncate after the load must win over that buffer, and holes must read as zeros.
+//! Blocks loaded from the storage are kept in memory for a sequential reader (and handed
+//! out without copying); a write or a truncate after the load must win over that buffer,
+//! and holes must read as zeros.
 
 mod common;
 
@@ -22,7 +23,7 @@ fn pattern(pos: u64) -> u8 {
 }
 
 async fn read(fs: &Filesystem, ino: u64, offset: u64, len: u32) -> Vec<u8> {
-    fs.read(ino, 0, offset, len).await.expect("read")
+    fs.read(ino, 0, offset, len).await.expect("read").to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,6 +53,14 @@ async fn writes_and_truncates_after_a_load_win_over_the_loaded_buffer() {
         .expect("lookup")
         .ino;
     assert_eq!(read(&fs, ino, 0, 100).await, data[..100]);
+
+    // Reads within a block in memory are slices of its buffer; one across blocks is whole.
+    let a = fs.read(ino, 0, 100, 100).await.expect("read");
+    let b = fs.read(ino, 0, 200, 100).await.expect("read");
+    assert_eq!((a.as_ref(), b.as_ref()), (&data[100..200], &data[200..300]));
+    assert_eq!(a.as_ptr_range().end, b.as_ptr(), "a read copied the block");
+    let across = (BLOCK - 50) as usize..(BLOCK + 50) as usize;
+    assert_eq!(read(&fs, ino, BLOCK - 50, 100).await, data[across]);
 
     // A partial write into a loaded (or loading) block, then a read of the whole block.
     fs.write(ino, 0, BLOCK + 10, b"hello").await.expect("write");

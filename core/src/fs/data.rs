@@ -3,6 +3,8 @@
 use std::ffi::OsStr;
 use std::sync::atomic::Ordering;
 
+use bytes::{Bytes, BytesMut};
+
 use super::inode;
 use super::namespace::NewNode;
 use super::Filesystem;
@@ -92,14 +94,15 @@ impl Filesystem {
         self.db.sync().await
     }
 
-    /// Reads up to `size` bytes at `offset`; holes read as zeros.
-    pub async fn read(&self, ino: u64, _fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    /// Reads up to `size` bytes at `offset`; holes read as zeros. A read within one block
+    /// that was just loaded from the storage shares that block's buffer (no copy).
+    pub async fn read(&self, ino: u64, _fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         if ino == CTRL_INODE {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let file_size = self.db.call(move |c| Ok(inode::get(c, ino)?.size)).await?;
         if offset >= file_size {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let end = file_size.min(offset.saturating_add(u64::from(size)));
         let bs = self.block_size;
@@ -110,18 +113,24 @@ impl Filesystem {
             self.cache
                 .read_ahead(ino, next..(next + window).min(last + 1));
         }
-        let mut out = Vec::with_capacity((end - offset) as usize);
+        if offset / bs == (end - 1) / bs {
+            let len = (end - offset) as usize;
+            return self.cache.read(ino, offset / bs, offset % bs, len).await;
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
         let mut pos = offset;
         while pos < end {
             let blockno = pos / bs;
             let in_block = pos % bs;
             let len = (bs - in_block).min(end - pos);
-            self.cache
-                .read(ino, blockno, in_block, len as usize, &mut out)
+            let piece = self
+                .cache
+                .read(ino, blockno, in_block, len as usize)
                 .await?;
+            out.extend_from_slice(&piece);
             pos += len;
         }
-        Ok(out)
+        Ok(out.freeze())
     }
 
     /// Records a read of `offset..end` of `ino`; true if it continues the previous one (or
