@@ -88,3 +88,39 @@ async fn writes_and_truncates_after_a_load_win_over_the_loaded_buffer() {
     assert!(tail[100..].iter().all(|b| *b == 0));
     fs.unmount().await.expect("unmount");
 }
+
+/// Reads remember the file size; every way of changing it must show in the next read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_every_size_change() {
+    let store = MemoryStore::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = common::mkfs_and_mount(&store, dir.path(), BLOCK).await;
+    let (attr, fh) = fs
+        .create(CALLER, ROOT_INODE, OsStr::new("f"), 0o644, 0)
+        .await
+        .expect("create");
+    let ino = attr.ino;
+    let reader = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let read_all = || async { fs.read(ino, reader, 0, u32::MAX).await.expect("read") };
+    assert!(read_all().await.is_empty());
+
+    fs.write(ino, fh, 0, b"hello").await.expect("write");
+    assert_eq!(read_all().await, &b"hello"[..]);
+    fs.write(ino, fh, 5, b" world").await.expect("write");
+    assert_eq!(read_all().await, &b"hello world"[..]);
+
+    let resize = |size| SetAttr {
+        size: Some(size),
+        ..Default::default()
+    };
+    fs.setattr(CALLER, ino, resize(4)).await.expect("truncate");
+    assert_eq!(read_all().await, &b"hell"[..]);
+    fs.setattr(CALLER, ino, resize(6)).await.expect("extend");
+    assert_eq!(read_all().await, &b"hell\0\0"[..]);
+    fs.fallocate(ino, 0, 8, 0).await.expect("fallocate");
+    assert_eq!(read_all().await, &b"hell\0\0\0\0"[..]);
+
+    fs.release(ino, reader).await.expect("release");
+    fs.release(ino, fh).await.expect("release");
+    fs.unmount().await.expect("unmount");
+}

@@ -1,7 +1,7 @@
 //! File contents and attributes: open, read, write, truncate, fsync, fallocate, setattr.
 
 use std::ffi::OsStr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
@@ -100,7 +100,7 @@ impl Filesystem {
         if ino == CTRL_INODE {
             return Ok(Bytes::new());
         }
-        let file_size = self.db.call(move |c| Ok(inode::get(c, ino)?.size)).await?;
+        let file_size = self.file_size(ino).await?;
         if offset >= file_size {
             return Ok(Bytes::new());
         }
@@ -131,6 +131,29 @@ impl Filesystem {
             pos += len;
         }
         Ok(out.freeze())
+    }
+
+    /// The size of `ino`: from memory if a read of it got it from the database since the
+    /// last size change (see [`Filesystem::size_epoch`]), else from the database.
+    async fn file_size(&self, ino: u64) -> FsResult<u64> {
+        let epoch = self.size_epoch.load(Ordering::SeqCst);
+        let known = self.nodes().get(&ino).and_then(|refs| refs.size);
+        if let Some((size, _)) = known.filter(|(_, at)| *at == epoch) {
+            return Ok(size);
+        }
+        let size = self.db.call(move |c| Ok(inode::get(c, ino)?.size)).await?;
+        // Stored with the epoch read before the query: a change committed after the query
+        // bumps it when its operation ends, and this size is not used after that.
+        if let Some(refs) = self.nodes().get_mut(&ino) {
+            refs.size = Some((size, epoch));
+        }
+        Ok(size)
+    }
+
+    /// Held by an operation that may change a file size, from before its change until it
+    /// ends (returns, fails or is cancelled).
+    fn size_change(&self) -> SizeChange<'_> {
+        SizeChange(&self.size_epoch)
     }
 
     /// Records a read of `offset..end` of `ino`; true if it continues the previous one (or
@@ -165,6 +188,7 @@ impl Filesystem {
             .checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64);
         let end = end.ok_or_else(|| errno(libc::EFBIG))?;
+        let _size_change = self.size_change();
         let bs = self.block_size;
         let mut pos = offset;
         while pos < end {
@@ -199,6 +223,7 @@ impl Filesystem {
             Some(_) => Some(self.control.write_gate.read().await),
             None => None,
         };
+        let _size_change = changes.size.map(|_| self.size_change());
         let old = self.db.call(move |c| inode::get(c, ino)).await?;
         if old.locked {
             return Err(errno(libc::EPERM));
@@ -281,6 +306,7 @@ impl Filesystem {
         let end = end.ok_or_else(|| errno(libc::EFBIG))?;
         match mode {
             0 => {
+                let _size_change = self.size_change();
                 self.db
                     .call(move |c| {
                         let mut node = inode::get(c, ino)?;
@@ -330,5 +356,14 @@ impl Filesystem {
             namelen: crate::types::NAME_MAX as u32,
             frsize: FRSIZE as u32,
         })
+    }
+}
+
+/// Bumps [`Filesystem::size_epoch`] when dropped (see [`Filesystem::size_change`]).
+struct SizeChange<'a>(&'a AtomicU64);
+
+impl Drop for SizeChange<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
