@@ -6,6 +6,8 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use s3ql_core::crypto::MasterKey;
 use s3ql_core::format::{Codec, Compression};
 
@@ -75,10 +77,10 @@ fn run(
     let enc_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
     std::thread::scope(|s| {
-        for objs in &encoded {
+        for objs in encoded {
             s.spawn(move || {
                 for o in objs {
-                    let plain = codec.decode("s3ql_data_1", o).expect("decode");
+                    let plain = codec.decode("s3ql_data_1", Bytes::from(o)).expect("decode");
                     assert_eq!(plain.len(), data.len());
                 }
             });

@@ -349,9 +349,7 @@ pub async fn check_format(store: &dyn ObjectStore, codec: &Codec) -> Result<u32,
         Err(StoreError::NotFound(_)) => return Err(AdminError::NoParams),
         Err(e) => return Err(e.into()),
     };
-    let json = codec
-        .decode(PARAMS_OBJECT, &object)
-        .map_err(FsError::from)?;
+    let json = codec.decode(PARAMS_OBJECT, object).map_err(FsError::from)?;
     let revision = serde_json::from_slice::<Revision>(&json)
         .map_err(|e| AdminError::UnknownParams(e.to_string()))?
         .revision;

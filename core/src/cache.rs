@@ -323,8 +323,8 @@ impl BlockCache {
         let object_name = name.clone();
         let path = self.path(key);
         let plain = self
-            .on_cpu(move || -> FsResult<Vec<u8>> {
-                let plain = codec.decode(&object_name, &object)?;
+            .on_cpu(move || -> FsResult<Bytes> {
+                let plain = codec.decode(&object_name, object)?;
                 if plain.len() as u64 != stored.size
                     || Sha256::digest(&plain).as_slice() != stored.hash
                 {
@@ -344,41 +344,47 @@ impl BlockCache {
         note_file_created(state);
         self.set_len(state, plain.len() as u64);
         let max = READ_AHEAD_BYTES + self.block_size;
-        self.recent()
-            .insert(key, state.generation, Bytes::from(plain), max);
+        self.recent().insert(key, state.generation, plain, max);
         Ok(())
     }
 
-    /// Appends `len` bytes at `offset` within block `blockno` of `inode` to `out`; bytes
-    /// past the block's stored end read as zeros. A block just loaded is read from memory
-    /// (forgotten there once the read reaches its end), any other from its cache file.
+    /// The `len` bytes at `offset` within block `blockno` of `inode`; bytes past the
+    /// block's stored end read as zeros. A block just loaded is read from memory (forgotten
+    /// there once a read reaches its end), and when it holds all `len` bytes they are a
+    /// slice of its buffer, not a copy; any other block is read from its cache file.
     pub(crate) async fn read(
         &self,
         inode: u64,
         blockno: u64,
         offset: u64,
         len: usize,
-        out: &mut Vec<u8>,
-    ) -> FsResult<()> {
+    ) -> FsResult<Bytes> {
         let key = (inode, blockno);
         let mut state = self.lock_loaded(key, false).await?;
-        let start = out.len();
         let avail = state.len.saturating_sub(offset).min(len as u64) as usize;
-        if avail > 0 {
+        let recent = if avail > 0 {
             let last_use = offset + len as u64 >= state.len;
             let recent = self.recent().get(key, state.generation, last_use);
-            match recent.filter(|data| data.len() as u64 == state.len) {
-                Some(data) => out.extend_from_slice(&data[offset as usize..][..avail]),
-                None => {
-                    out.resize(start + avail, 0);
-                    self.open(key)?.read_exact_at(&mut out[start..], offset)?;
+            recent.filter(|data| data.len() as u64 == state.len)
+        } else {
+            None
+        };
+        let start = offset as usize;
+        let data = match recent {
+            Some(block) if avail == len => block.slice(start..start + len),
+            recent => {
+                let mut buf = vec![0u8; len];
+                if let Some(block) = recent {
+                    buf[..avail].copy_from_slice(&block[start..start + avail]);
+                } else if avail > 0 {
+                    self.open(key)?.read_exact_at(&mut buf[..avail], offset)?;
                 }
+                Bytes::from(buf)
             }
-        }
-        out.resize(start + len, 0);
+        };
         let lock = tokio::sync::OwnedMutexGuard::mutex(&state).clone();
         self.forget_hole(key, &lock, &mut state);
-        Ok(())
+        Ok(data)
     }
 
     /// Drops the entry of `key` (whose mutex `lock` the caller holds as `state`) if it is a

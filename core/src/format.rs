@@ -26,7 +26,10 @@ use std::str::FromStr;
 
 use std::sync::Arc;
 
-use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::aead::inout::InOutBuf;
+use aes_gcm::aead::{Aead, AeadInOut, Payload, Tag};
+use aes_gcm::Aes256Gcm;
+use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use crate::crypto::{nonce_array, MasterKey};
@@ -41,6 +44,8 @@ const ENCRYPTION_AES_GCM: u8 = 1;
 const SEED_LEN: usize = 16;
 const NONCE_LEN: usize = 12;
 const ENCRYPTED_HEADER_LEN: usize = HEADER_LEN + SEED_LEN + NONCE_LEN;
+/// Length of the AES-GCM authentication tag at the end of an encrypted object.
+const TAG_LEN: usize = 16;
 
 /// An object that could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -170,32 +175,18 @@ impl Compression {
     }
 }
 
-fn decompress(id: u8, payload: &[u8], plain_len: usize) -> Result<Vec<u8>, FormatError> {
-    let derr = |e: std::io::Error| FormatError::Decompress(e.to_string());
-    let mut out = Vec::with_capacity(plain_len);
-    match id {
-        0 => out.extend_from_slice(payload),
-        1 => out = zstd::bulk::decompress(payload, plain_len).map_err(derr)?,
-        2 => {
-            liblzma::read::XzDecoder::new(payload)
-                .take(plain_len as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(derr)?;
-        }
-        3 => {
-            bzip2::read::BzDecoder::new(payload)
-                .take(plain_len as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(derr)?;
-        }
-        4 => {
-            flate2::read::ZlibDecoder::new(payload)
-                .take(plain_len as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(derr)?;
-        }
+/// The plaintext of `payload` (compressed with algorithm `id`); an uncompressed payload is
+/// returned as it is, without copying.
+fn decompress(id: u8, payload: Bytes, plain_len: usize) -> Result<Bytes, FormatError> {
+    let out = match id {
+        0 => Ok(payload),
+        1 => zstd::bulk::decompress(&payload, plain_len).map(Bytes::from),
+        2 => read_up_to(liblzma::read::XzDecoder::new(&payload[..]), plain_len),
+        3 => read_up_to(bzip2::read::BzDecoder::new(&payload[..]), plain_len),
+        4 => read_up_to(flate2::read::ZlibDecoder::new(&payload[..]), plain_len),
         other => return Err(FormatError::UnknownAlgorithm("compression", other)),
-    }
+    };
+    let out = out.map_err(|e| FormatError::Decompress(e.to_string()))?;
     if out.len() != plain_len {
         return Err(FormatError::Decompress(format!(
             "expected {plain_len} bytes, got {}",
@@ -203,6 +194,14 @@ fn decompress(id: u8, payload: &[u8], plain_len: usize) -> Result<Vec<u8>, Forma
         )));
     }
     Ok(out)
+}
+
+/// What `decoder` yields, up to one byte more than `plain_len` (enough to tell that it
+/// yields too much).
+fn read_up_to(decoder: impl Read, plain_len: usize) -> std::io::Result<Bytes> {
+    let mut out = Vec::with_capacity(plain_len);
+    decoder.take(plain_len as u64 + 1).read_to_end(&mut out)?;
+    Ok(out.into())
 }
 
 /// Blocks at least this long are probed (see [`looks_incompressible`]) before being
@@ -320,8 +319,11 @@ impl Codec {
     }
 
     /// Decodes object `name`, verifying everything: magic, version, checksum or
-    /// authentication tag (which also binds the name), and length.
-    pub fn decode(&self, name: &str, object: &[u8]) -> Result<Vec<u8>, FormatError> {
+    /// authentication tag (which also binds the name), and length. Nothing is copied that
+    /// need not be: an encrypted object is decrypted in its own buffer unless `object` is
+    /// shared (then into a new one, never altering the shared bytes), and an uncompressed
+    /// payload is returned as a slice of that buffer.
+    pub fn decode(&self, name: &str, object: Bytes) -> Result<Bytes, FormatError> {
         if object.len() < HEADER_LEN {
             return Err(FormatError::Corrupted("object is shorter than its header"));
         }
@@ -332,60 +334,86 @@ impl Codec {
         if version > FORMAT_VERSION || version == 0 {
             return Err(FormatError::TooNew(version));
         }
-        let compression_id = object[7];
         match (object[8], &self.key) {
             (ENCRYPTION_NONE, None) => decode_plain(object),
-            (ENCRYPTION_AES_GCM, Some(key)) => {
-                if object.len() < ENCRYPTED_HEADER_LEN + 16 {
-                    return Err(FormatError::Unauthentic);
-                }
-                let (head, sealed) = object.split_at(ENCRYPTED_HEADER_LEN);
-                let seed = &head[HEADER_LEN..HEADER_LEN + SEED_LEN];
-                let nonce = &head[HEADER_LEN + SEED_LEN..];
-                let mut aad = head.to_vec();
-                aad.extend_from_slice(name.as_bytes());
-                let msg = key
-                    .object_cipher(seed)
-                    .decrypt(
-                        &nonce_array(nonce),
-                        Payload {
-                            msg: sealed,
-                            aad: &aad,
-                        },
-                    )
-                    .map_err(|_| FormatError::Unauthentic)?;
-                let (len, payload) = msg.split_at(8);
-                let mut len_bytes = [0u8; 8];
-                len_bytes.copy_from_slice(len);
-                let plain_len = usize::try_from(u64::from_le_bytes(len_bytes))
-                    .map_err(|_| FormatError::Corrupted("impossible length"))?;
-                decompress(compression_id, payload, plain_len)
-            }
+            (ENCRYPTION_AES_GCM, Some(key)) => decode_encrypted(key, name, object),
             (ENCRYPTION_NONE | ENCRYPTION_AES_GCM, _) => Err(FormatError::EncryptionMismatch),
             (other, _) => Err(FormatError::UnknownAlgorithm("encryption", other)),
         }
     }
 }
 
-fn decode_plain(object: &[u8]) -> Result<Vec<u8>, FormatError> {
+/// The little-endian length at the start of `bytes` (at least 8 bytes long).
+fn plain_len(bytes: &[u8]) -> Result<usize, FormatError> {
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(&bytes[..8]);
+    usize::try_from(u64::from_le_bytes(len_bytes))
+        .map_err(|_| FormatError::Corrupted("impossible length"))
+}
+
+fn decode_plain(object: Bytes) -> Result<Bytes, FormatError> {
     if object.len() < HEADER_LEN + TRAILER_LEN {
         return Err(FormatError::Corrupted("object is shorter than its header"));
     }
-    let (body, trailer) = object.split_at(object.len() - TRAILER_LEN);
-    if Sha256::digest(body).as_slice() != trailer {
+    let body_end = object.len() - TRAILER_LEN;
+    if Sha256::digest(&object[..body_end]).as_slice() != &object[body_end..] {
         return Err(FormatError::Corrupted("checksum mismatch"));
     }
-    let mut len_bytes = [0u8; 8];
-    len_bytes.copy_from_slice(&body[10..HEADER_LEN]);
-    let plain_len = usize::try_from(u64::from_le_bytes(len_bytes))
-        .map_err(|_| FormatError::Corrupted("impossible length"))?;
-    decompress(object[7], &body[HEADER_LEN..], plain_len)
+    let plain_len = plain_len(&object[10..HEADER_LEN])?;
+    decompress(object[7], object.slice(HEADER_LEN..body_end), plain_len)
+}
+
+fn decode_encrypted(key: &MasterKey, name: &str, object: Bytes) -> Result<Bytes, FormatError> {
+    // Every object this format writes holds at least the length and the tag.
+    if object.len() < ENCRYPTED_HEADER_LEN + 8 + TAG_LEN {
+        return Err(FormatError::Unauthentic);
+    }
+    let compression_id = object[7];
+    let sealed_end = object.len() - TAG_LEN;
+    let head = &object[..ENCRYPTED_HEADER_LEN];
+    let cipher = key.object_cipher(&head[HEADER_LEN..HEADER_LEN + SEED_LEN]);
+    let nonce = nonce_array(&head[HEADER_LEN + SEED_LEN..]);
+    let aad = [head, name.as_bytes()].concat();
+    let tag =
+        Tag::<Aes256Gcm>::try_from(&object[sealed_end..]).expect("the tag is TAG_LEN bytes long");
+    let msg = match object.try_into_mut() {
+        Ok(mut own) => {
+            let sealed = &mut own[ENCRYPTED_HEADER_LEN..sealed_end];
+            cipher
+                .decrypt_inout_detached(&nonce, &aad, sealed.into(), &tag)
+                .map_err(|_| FormatError::Unauthentic)?;
+            own.freeze().slice(ENCRYPTED_HEADER_LEN..sealed_end)
+        }
+        Err(shared) => {
+            let sealed = &shared[ENCRYPTED_HEADER_LEN..sealed_end];
+            let mut out = BytesMut::zeroed(sealed.len());
+            let buf = InOutBuf::new(sealed, &mut out).expect("buffers of equal length");
+            cipher
+                .decrypt_inout_detached(&nonce, &aad, buf, &tag)
+                .map_err(|_| FormatError::Unauthentic)?;
+            out.freeze()
+        }
+    };
+    let plain_len = plain_len(&msg)?;
+    decompress(compression_id, msg.slice(8..), plain_len)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Decodes `object` from a buffer of its own (decrypted in place) and from a shared
+    /// one (which must stay unaltered); both must give the same result.
+    fn decode(codec: &Codec, name: &str, object: &[u8]) -> Result<Bytes, FormatError> {
+        let shared = Bytes::copy_from_slice(object);
+        let kept = shared.clone();
+        let from_shared = codec.decode(name, shared);
+        assert_eq!(kept, object, "decoding altered a shared object");
+        let own = codec.decode(name, Bytes::from(object.to_vec()));
+        assert_eq!(own.as_ref().ok(), from_shared.as_ref().ok());
+        own
+    }
 
     fn codecs() -> [Codec; 2] {
         [Codec::plain(), Codec::encrypted(MasterKey::generate())]
@@ -409,7 +437,7 @@ mod tests {
                 for plain in [&data[..], &compressible[..], &[][..]] {
                     for codec in codecs() {
                         let obj = codec.encode("s3ql_data_7", plain, algo);
-                        prop_assert_eq!(codec.decode("s3ql_data_7", &obj).unwrap(), plain);
+                        prop_assert_eq!(decode(&codec, "s3ql_data_7", &obj).unwrap(), plain);
                     }
                 }
             }
@@ -424,7 +452,7 @@ mod tests {
         let codec = Codec::plain();
         let obj = codec.encode("x", &data, Compression::Zstd(3));
         assert!(obj.len() <= data.len() + HEADER_LEN + TRAILER_LEN);
-        assert_eq!(codec.decode("x", &obj).unwrap(), data);
+        assert_eq!(decode(&codec, "x", &obj).unwrap(), data);
     }
 
     #[test]
@@ -459,9 +487,12 @@ mod tests {
             for i in 0..obj.len() {
                 let mut bad = obj.clone();
                 bad[i] ^= 0x40;
-                assert!(codec.decode("n", &bad).is_err(), "flip at {i} not detected");
+                assert!(
+                    decode(&codec, "n", &bad).is_err(),
+                    "flip at {i} not detected"
+                );
             }
-            assert!(codec.decode("n", &obj[..obj.len() - 1]).is_err());
+            assert!(decode(&codec, "n", &obj[..obj.len() - 1]).is_err());
         }
     }
 
@@ -472,23 +503,35 @@ mod tests {
         let obj = codec.encode("s3ql_data_1", b"secret file content", Compression::None);
         assert!(!obj.windows(6).any(|w| w == b"secret"));
         assert!(matches!(
-            codec.decode("s3ql_data_2", &obj),
+            decode(&codec, "s3ql_data_2", &obj),
             Err(FormatError::Unauthentic)
         ));
         let other = Codec::encrypted(MasterKey::generate());
         assert!(matches!(
-            other.decode("s3ql_data_1", &obj),
+            decode(&other, "s3ql_data_1", &obj),
             Err(FormatError::Unauthentic)
         ));
         assert!(matches!(
-            Codec::plain().decode("s3ql_data_1", &obj),
+            decode(&Codec::plain(), "s3ql_data_1", &obj),
             Err(FormatError::EncryptionMismatch)
         ));
         let plain = Codec::plain().encode("s3ql_data_1", b"x", Compression::None);
         assert!(matches!(
-            codec.decode("s3ql_data_1", &plain),
+            decode(&codec, "s3ql_data_1", &plain),
             Err(FormatError::EncryptionMismatch)
         ));
+    }
+
+    #[test]
+    fn uncompressed_payload_is_decoded_in_the_object_buffer() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        for codec in codecs() {
+            let object = Bytes::from(codec.encode("n", &data, Compression::None));
+            let range = object.as_ptr_range();
+            let plain = codec.decode("n", object).unwrap();
+            assert_eq!(plain, data);
+            assert!(range.contains(&plain.as_ptr()), "the payload was copied");
+        }
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl FsParams {
             Err(StoreError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let json = codec.decode(PARAMS_OBJECT, &object)?;
+        let json = codec.decode(PARAMS_OBJECT, object)?;
         serde_json::from_slice(&json)
             .map(Some)
             .map_err(|e| FsError::Inconsistent(format!("{PARAMS_OBJECT}: {e}")))

@@ -447,7 +447,8 @@ async fn read_file(fs: &Filesystem, file: usize) -> Option<Vec<u8>> {
     let data = fs
         .read(ino, fh, 0, attr.size as u32 + 1)
         .await
-        .expect("read");
+        .expect("read")
+        .to_vec();
     fs.release(ino, fh).await.expect("release");
     Some(data)
 }

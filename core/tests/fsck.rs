@@ -56,7 +56,8 @@ async fn read_file(fs: &Filesystem, name: &str) -> Vec<u8> {
     let data = fs
         .read(attr.ino, fh, 0, attr.size as u32)
         .await
-        .expect("read");
+        .expect("read")
+        .to_vec();
     fs.release(attr.ino, fh).await.expect("release");
     data
 }

@@ -329,7 +329,11 @@ impl Real {
             let (kind, data) = match attr.kind {
                 FileKind::Regular => (
                     "file",
-                    self.fs.read(*ino, 0, 0, u32::MAX).await.expect("read"),
+                    self.fs
+                        .read(*ino, 0, 0, u32::MAX)
+                        .await
+                        .expect("read")
+                        .to_vec(),
                 ),
                 FileKind::Directory => ("dir", Vec::new()),
                 FileKind::Symlink => ("symlink", self.fs.readlink(*ino).await.expect("readlink")),

@@ -1,5 +1,6 @@
-//! Blocks loaded from the storage are kept in memory for a sequential reader; a write or a
-//! truncate after the load must win over that buffer, and holes must read as zeros.
+//! Blocks loaded from the storage are kept in memory for a sequential reader (and handed
+//! out without copying); a write or a truncate after the load must win over that buffer,
+//! and holes must read as zeros.
 
 mod common;
 
@@ -22,7 +23,7 @@ fn pattern(pos: u64) -> u8 {
 }
 
 async fn read(fs: &Filesystem, ino: u64, offset: u64, len: u32) -> Vec<u8> {
-    fs.read(ino, 0, offset, len).await.expect("read")
+    fs.read(ino, 0, offset, len).await.expect("read").to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,6 +54,14 @@ async fn writes_and_truncates_after_a_load_win_over_the_loaded_buffer() {
         .ino;
     assert_eq!(read(&fs, ino, 0, 100).await, data[..100]);
 
+    // Reads within a block in memory are slices of its buffer; one across blocks is whole.
+    let a = fs.read(ino, 0, 100, 100).await.expect("read");
+    let b = fs.read(ino, 0, 200, 100).await.expect("read");
+    assert_eq!((a.as_ref(), b.as_ref()), (&data[100..200], &data[200..300]));
+    assert_eq!(a.as_ptr_range().end, b.as_ptr(), "a read copied the block");
+    let across = (BLOCK - 50) as usize..(BLOCK + 50) as usize;
+    assert_eq!(read(&fs, ino, BLOCK - 50, 100).await, data[across]);
+
     // A partial write into a loaded (or loading) block, then a read of the whole block.
     fs.write(ino, 0, BLOCK + 10, b"hello").await.expect("write");
     let mut expect = data[BLOCK as usize..2 * BLOCK as usize].to_vec();
@@ -77,5 +86,41 @@ async fn writes_and_truncates_after_a_load_win_over_the_loaded_buffer() {
     let tail = read(&fs, ino, 2 * BLOCK, 2 * BLOCK as u32).await;
     assert_eq!(tail[..100], data[2 * BLOCK as usize..][..100]);
     assert!(tail[100..].iter().all(|b| *b == 0));
+    fs.unmount().await.expect("unmount");
+}
+
+/// Reads remember the file size; every way of changing it must show in the next read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_every_size_change() {
+    let store = MemoryStore::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = common::mkfs_and_mount(&store, dir.path(), BLOCK).await;
+    let (attr, fh) = fs
+        .create(CALLER, ROOT_INODE, OsStr::new("f"), 0o644, 0)
+        .await
+        .expect("create");
+    let ino = attr.ino;
+    let reader = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let read_all = || async { fs.read(ino, reader, 0, u32::MAX).await.expect("read") };
+    assert!(read_all().await.is_empty());
+
+    fs.write(ino, fh, 0, b"hello").await.expect("write");
+    assert_eq!(read_all().await, &b"hello"[..]);
+    fs.write(ino, fh, 5, b" world").await.expect("write");
+    assert_eq!(read_all().await, &b"hello world"[..]);
+
+    let resize = |size| SetAttr {
+        size: Some(size),
+        ..Default::default()
+    };
+    fs.setattr(CALLER, ino, resize(4)).await.expect("truncate");
+    assert_eq!(read_all().await, &b"hell"[..]);
+    fs.setattr(CALLER, ino, resize(6)).await.expect("extend");
+    assert_eq!(read_all().await, &b"hell\0\0"[..]);
+    fs.fallocate(ino, 0, 8, 0).await.expect("fallocate");
+    assert_eq!(read_all().await, &b"hell\0\0\0\0"[..]);
+
+    fs.release(ino, reader).await.expect("release");
+    fs.release(ino, fh).await.expect("release");
     fs.unmount().await.expect("unmount");
 }

@@ -44,7 +44,7 @@ async fn assert_data_objects(store: &MemoryStore, n: usize, what: &str) {
 }
 
 async fn read_all(fs: &Filesystem, ino: u64) -> Vec<u8> {
-    fs.read(ino, 0, 0, u32::MAX).await.expect("read")
+    fs.read(ino, 0, 0, u32::MAX).await.expect("read").to_vec()
 }
 
 /// Record numbers in `data`; panics unless it is a sequence of whole records.

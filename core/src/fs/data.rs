@@ -1,7 +1,9 @@
 //! File contents and attributes: open, read, write, truncate, fsync, fallocate, setattr.
 
 use std::ffi::OsStr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
 
 use super::inode;
 use super::namespace::NewNode;
@@ -94,14 +96,15 @@ impl Filesystem {
         self.db.sync().await
     }
 
-    /// Reads up to `size` bytes at `offset`; holes read as zeros.
-    pub async fn read(&self, ino: u64, _fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    /// Reads up to `size` bytes at `offset`; holes read as zeros. A read within one block
+    /// that was just loaded from the storage shares that block's buffer (no copy).
+    pub async fn read(&self, ino: u64, _fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         if ino == CTRL_INODE {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
-        let file_size = self.db.call(move |c| Ok(inode::get(c, ino)?.size)).await?;
+        let file_size = self.file_size(ino).await?;
         if offset >= file_size {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let end = file_size.min(offset.saturating_add(u64::from(size)));
         let bs = self.block_size;
@@ -112,18 +115,47 @@ impl Filesystem {
             self.cache
                 .read_ahead(ino, next..(next + window).min(last + 1));
         }
-        let mut out = Vec::with_capacity((end - offset) as usize);
+        if offset / bs == (end - 1) / bs {
+            let len = (end - offset) as usize;
+            return self.cache.read(ino, offset / bs, offset % bs, len).await;
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
         let mut pos = offset;
         while pos < end {
             let blockno = pos / bs;
             let in_block = pos % bs;
             let len = (bs - in_block).min(end - pos);
-            self.cache
-                .read(ino, blockno, in_block, len as usize, &mut out)
+            let piece = self
+                .cache
+                .read(ino, blockno, in_block, len as usize)
                 .await?;
+            out.extend_from_slice(&piece);
             pos += len;
         }
-        Ok(out)
+        Ok(out.freeze())
+    }
+
+    /// The size of `ino`: from memory if a read of it got it from the database since the
+    /// last size change (see [`Filesystem::size_epoch`]), else from the database.
+    async fn file_size(&self, ino: u64) -> FsResult<u64> {
+        let epoch = self.size_epoch.load(Ordering::SeqCst);
+        let known = self.nodes().get(&ino).and_then(|refs| refs.size);
+        if let Some((size, _)) = known.filter(|(_, at)| *at == epoch) {
+            return Ok(size);
+        }
+        let size = self.db.call(move |c| Ok(inode::get(c, ino)?.size)).await?;
+        // Stored with the epoch read before the query: a change committed after the query
+        // bumps it when its operation ends, and this size is not used after that.
+        if let Some(refs) = self.nodes().get_mut(&ino) {
+            refs.size = Some((size, epoch));
+        }
+        Ok(size)
+    }
+
+    /// Held by an operation that may change a file size, from before its change until it
+    /// ends (returns, fails or is cancelled).
+    fn size_change(&self) -> SizeChange<'_> {
+        SizeChange(&self.size_epoch)
     }
 
     /// Records a read of `offset..end` of `ino`; true if it continues the previous one (or
@@ -158,6 +190,7 @@ impl Filesystem {
             .checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64);
         let end = end.ok_or_else(|| errno(libc::EFBIG))?;
+        let _size_change = self.size_change();
         let bs = self.block_size;
         let mut pos = offset;
         while pos < end {
@@ -192,6 +225,7 @@ impl Filesystem {
             Some(_) => Some(self.control.write_gate.read().await),
             None => None,
         };
+        let _size_change = changes.size.map(|_| self.size_change());
         let old = self.db.call(move |c| inode::get(c, ino)).await?;
         if old.locked {
             return Err(errno(libc::EPERM));
@@ -274,6 +308,7 @@ impl Filesystem {
         let end = end.ok_or_else(|| errno(libc::EFBIG))?;
         match mode {
             0 => {
+                let _size_change = self.size_change();
                 self.db
                     .call(move |c| {
                         let mut node = inode::get(c, ino)?;
@@ -323,5 +358,14 @@ impl Filesystem {
             namelen: crate::types::NAME_MAX as u32,
             frsize: FRSIZE as u32,
         })
+    }
+}
+
+/// Bumps [`Filesystem::size_epoch`] when dropped (see [`Filesystem::size_change`]).
+struct SizeChange<'a>(&'a AtomicU64);
+
+impl Drop for SizeChange<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }

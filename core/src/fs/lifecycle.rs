@@ -366,6 +366,7 @@ impl Filesystem {
             manifest: tokio::sync::Mutex::new(Some(manifest)),
             opts,
             nodes: Mutex::new(HashMap::new()),
+            size_epoch: AtomicU64::new(0),
             next_fh: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             background: Mutex::new(Vec::new()),

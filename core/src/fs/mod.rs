@@ -53,6 +53,9 @@ struct NodeRefs {
     /// Where the last read of the inode ended: a read that starts there is sequential and
     /// fetches the following blocks ahead.
     read_end: u64,
+    /// The file size a read got from the database, with the [`Filesystem::size_epoch`] it
+    /// was read at; valid only while the epoch is unchanged.
+    size: Option<(u64, u64)>,
 }
 
 /// The kernel's caches of entries and attributes, for operations that change the tree
@@ -111,6 +114,10 @@ pub struct Filesystem {
     params: tokio::sync::Mutex<FsParams>,
     manifest: tokio::sync::Mutex<Option<Manifest>>,
     nodes: Mutex<HashMap<u64, NodeRefs>>,
+    /// Bumped at the end of every operation that may change a file size (`write`,
+    /// `setattr`, `fallocate`), after its change is committed: a size remembered in
+    /// [`NodeRefs::size`] at an older epoch is not used.
+    size_epoch: AtomicU64,
     next_fh: AtomicU64,
     stopping: AtomicBool,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,

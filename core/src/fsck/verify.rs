@@ -121,7 +121,7 @@ pub async fn verify(
                     Ok(object) => {
                         let codec = codec.clone();
                         tokio::task::spawn_blocking(move || {
-                            codec.decode(&name, &object).is_ok_and(|plain| {
+                            codec.decode(&name, object).is_ok_and(|plain| {
                                 plain.len() as u64 == size && Sha256::digest(&plain)[..] == hash
                             })
                         })

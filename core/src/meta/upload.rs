@@ -107,7 +107,7 @@ pub(crate) async fn load_manifest(
 ) -> FsResult<Manifest> {
     let name = manifest_name(generation);
     let object = store.get(&name).await?;
-    let json = codec.decode(&name, &object)?;
+    let json = codec.decode(&name, object)?;
     serde_json::from_slice(&json)
         .map_err(|e| FsError::Inconsistent(format!("manifest {generation}: {e}")))
 }
@@ -380,11 +380,11 @@ pub(crate) async fn download(
     let manifest = load_manifest(store, codec, generation).await?;
     let fetch = |name: String| async move {
         let object = store.get(&name).await?;
-        let plain = codec.decode(&name, &object)?;
+        let plain = codec.decode(&name, object)?;
         Ok::<_, FsError>((name, plain))
     };
     let patch_names: BTreeSet<&String> = manifest.chunks.iter().flat_map(|c| &c.patches).collect();
-    let patches: HashMap<String, Vec<u8>> =
+    let patches: HashMap<String, Bytes> =
         futures::stream::iter(patch_names.into_iter().cloned().map(fetch))
             .buffer_unordered(PARALLEL_UPLOADS)
             .try_collect()
@@ -392,7 +392,8 @@ pub(crate) async fn download(
     let patches = &patches;
     let chunks: Vec<Vec<u8>> = futures::stream::iter(manifest.chunks.iter().enumerate())
         .map(|(idx, c)| async move {
-            let (_, mut plain) = fetch(c.object.clone()).await?;
+            let (_, plain) = fetch(c.object.clone()).await?;
+            let mut plain = Vec::from(plain);
             for name in &c.patches {
                 apply_patch(name, &patches[name], idx, &mut plain)?;
             }
