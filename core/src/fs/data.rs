@@ -23,11 +23,12 @@ impl Filesystem {
         // The handle is counted before the lock flag is read: `lock_tree` either commits
         // first (seen here) or finds this handle and flags it for `write`.
         let fh = self.add_handle(ino);
-        if ino != CTRL_INODE {
-            let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        // Reading needs no check: the kernel opens only inodes it holds a lookup of.
+        if ino != CTRL_INODE && writes {
             let node = self.db.call(move |c| inode::get(c, ino)).await;
             let refused = match node {
-                Ok(node) if node.locked && writes => Some(errno(libc::EPERM)),
+                Ok(node) if node.locked => Some(errno(libc::EPERM)),
                 Ok(_) => None,
                 Err(e) => Some(e),
             };
@@ -226,11 +227,11 @@ impl Filesystem {
             None => None,
         };
         let _size_change = changes.size.map(|_| self.size_change());
-        let old = self.db.call(move |c| inode::get(c, ino)).await?;
-        if old.locked {
-            return Err(errno(libc::EPERM));
-        }
         if let Some(size) = changes.size {
+            let old = self.db.call(move |c| inode::get(c, ino)).await?;
+            if old.locked {
+                return Err(errno(libc::EPERM));
+            }
             if old.is_dir() {
                 return Err(errno(libc::EISDIR));
             }
@@ -244,6 +245,9 @@ impl Filesystem {
         self.db
             .call(move |c| {
                 let mut node = inode::get(c, ino)?;
+                if node.locked {
+                    return Err(errno(libc::EPERM));
+                }
                 let now = Timestamp::now();
                 if let Some(mode) = changes.mode {
                     node.mode = (node.mode & mode_bits::S_IFMT) | (mode & 0o7777);
