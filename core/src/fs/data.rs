@@ -177,8 +177,9 @@ impl Filesystem {
         (READ_AHEAD_BYTES / self.block_size).clamp(1, self.opts.max_connections.max(1) as u64)
     }
 
-    /// Writes `data` at `offset`; returns when the bytes are in the cache. `EPERM` once the
-    /// inode is locked.
+    /// Writes `data` at `offset`; returns when the bytes are in the cache. The new size and
+    /// times are seen by every later call, and reach the database with its next transaction
+    /// (durable after `fsync`). `EPERM` once the inode is locked.
     pub async fn write(&self, ino: u64, _fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         if ino == CTRL_INODE {
             return Err(errno(libc::EACCES));
@@ -204,15 +205,14 @@ impl Filesystem {
                 .await?;
             pos += len;
         }
-        self.db
-            .call(move |c| {
-                c.prepare_cached(
-                    "UPDATE inodes SET size = MAX(size, ?2), mtime_ns = ?3, ctime_ns = ?3 WHERE id = ?1",
-                )?
-                .execute(rusqlite::params![ino, end, Timestamp::now().nanos])?;
-                Ok(())
-            })
-            .await?;
+        let now = Timestamp::now().nanos;
+        self.db.defer(move |c| {
+            c.prepare_cached(
+                "UPDATE inodes SET size = MAX(size, ?2), mtime_ns = ?3, ctime_ns = ?3 WHERE id = ?1",
+            )?
+            .execute(rusqlite::params![ino, end, now])?;
+            Ok(())
+        });
         Ok(data.len() as u32)
     }
 

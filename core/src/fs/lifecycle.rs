@@ -404,6 +404,9 @@ impl Filesystem {
             tokio::spawn(async move {
                 while !me.stopping.load(Ordering::Relaxed) {
                     me.cache.wait_for_work(Duration::from_secs(1)).await;
+                    if let Err(e) = me.db.commit_deferred().await {
+                        tracing::error!("metadata database: {e}");
+                    }
                     me.cache.writeback_pass().await;
                 }
             })
@@ -469,8 +472,8 @@ impl Filesystem {
     }
 
     /// Ends the mount: stops write-back, uploads every dirty block, uploads the metadata,
-    /// marks the filesystem clean and empties the cache (unless `keep_cache`). Call it once,
-    /// after the kernel session ended. On error nothing is lost: the cache and the local
+    /// marks the filesystem clean, empties the cache (unless `keep_cache`) and closes the
+    /// local database. Call it once, after the kernel session ended. On error nothing is lost: the cache and the local
     /// database stay, and the filesystem stays marked as in use until fsck.
     pub async fn unmount(&self) -> FsResult<()> {
         self.stopping.store(true, Ordering::Relaxed);
@@ -489,6 +492,6 @@ impl Filesystem {
         if !self.opts.keep_cache {
             self.cache.drop_clean().await;
         }
-        Ok(())
+        self.db.close().await
     }
 }
