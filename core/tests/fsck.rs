@@ -96,7 +96,7 @@ fn crash_then_fsck_keeps_everything_fsynced() {
     let small = pattern(9, 10);
     let rewritten = pattern(20, 2 * BLOCK as usize);
     // A mount that crashes: its runtime (write-back, all tasks) is dropped without unmount.
-    {
+    let small_ino = {
         let rt = runtime();
         rt.block_on(async {
             let fs = common::mkfs_and_mount(&store, dir.path(), BLOCK).await;
@@ -104,7 +104,7 @@ fn crash_then_fsck_keeps_everything_fsynced() {
             fs.flush_cache().await.expect("flush");
             fs.backup_metadata().await.expect("backup");
             write_file(&fs, "synced", &big, true).await;
-            write_file(&fs, "small", &small, true).await;
+            let small_ino = write_file(&fs, "small", &small, true).await;
             // Overwrite an uploaded file in place: newest data must win over the object.
             let attr = fs
                 .lookup(ROOT_INODE, OsStr::new("uploaded"))
@@ -125,9 +125,14 @@ fn crash_then_fsck_keeps_everything_fsynced() {
                 .await
                 .expect("unlink");
             fs.fsync(gone.ino, false).await.expect("fsync");
-        });
-        drop(rt);
-    }
+            small_ino
+        })
+    };
+    // A write into "small" whose size change did not reach the metadata before the crash.
+    let small_block = dir.path().join(format!("fs-cache/{small_ino}-0"));
+    let mut lost = small.clone();
+    lost.extend_from_slice(b"lost size change");
+    std::fs::write(&small_block, &lost).expect("extend the cache file");
     let rt = runtime();
     rt.block_on(async {
         let refused = Filesystem::mount(Arc::new(store.clone()), common::mount_options(dir.path()))
@@ -141,6 +146,13 @@ fn crash_then_fsck_keeps_everything_fsynced() {
         assert!(has(&report, "stale mount lock"), "{report:?}");
         assert!(has(&report, "/synced was not uploaded"), "{report:?}");
         assert!(
+            has(
+                &report,
+                "size of /small is 10 bytes but its data ends at 26"
+            ),
+            "{report:?}"
+        );
+        assert!(
             report.notes.iter().any(|n| n.contains("unlinked inode")),
             "{report:?}"
         );
@@ -150,7 +162,11 @@ fn crash_then_fsck_keeps_everything_fsynced() {
         expected_uploaded[..rewritten.len()].copy_from_slice(&rewritten);
         assert_eq!(read_file(&fs, "uploaded").await, expected_uploaded);
         assert_eq!(read_file(&fs, "synced").await, big);
-        assert_eq!(read_file(&fs, "small").await, small);
+        assert_eq!(
+            read_file(&fs, "small").await,
+            lost,
+            "a write whose size change was lost in the crash is recovered"
+        );
         write_file(&fs, "after", &small, true).await;
         assert_eq!(read_file(&fs, "after").await, small);
         assert_eq!(
