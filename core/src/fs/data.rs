@@ -26,7 +26,7 @@ impl Filesystem {
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
         // Reading needs no check: the kernel opens only inodes it holds a lookup of.
         if ino != CTRL_INODE && writes {
-            let node = self.db.call(move |c| inode::get(c, ino)).await;
+            let node = self.db.query(move |c| inode::get(c, ino)).await;
             let refused = match node {
                 Ok(node) if node.locked => Some(errno(libc::EPERM)),
                 Ok(_) => None,
@@ -144,7 +144,7 @@ impl Filesystem {
         if let Some((size, _)) = known.filter(|(_, at)| *at == epoch) {
             return Ok(size);
         }
-        let size = self.db.call(move |c| Ok(inode::get(c, ino)?.size)).await?;
+        let size = self.db.query(move |c| Ok(inode::get(c, ino)?.size)).await?;
         // Stored with the epoch read before the query: a change committed after the query
         // bumps it when its operation ends, and this size is not used after that.
         if let Some(refs) = self.nodes().get_mut(&ino) {

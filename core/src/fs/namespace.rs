@@ -102,7 +102,7 @@ impl Filesystem {
         let name = name.as_bytes().to_vec();
         let attr = self
             .db
-            .call(move |c| {
+            .query(move |c| {
                 dir(c, parent)?;
                 let (_, ino) = entry(c, parent, &name)?.ok_or_else(|| errno(libc::ENOENT))?;
                 Ok(inode::get(c, ino)?.attr())
@@ -117,7 +117,7 @@ impl Filesystem {
         if ino == CTRL_INODE {
             return self.ctrl_attr().await;
         }
-        self.db.call(move |c| Ok(inode::get(c, ino)?.attr())).await
+        self.db.query(move |c| Ok(inode::get(c, ino)?.attr())).await
     }
 
     /// Creates a node of any kind in `parent`, owned by the caller (group inherited from a
@@ -249,7 +249,7 @@ impl Filesystem {
     /// The target of symlink `ino`.
     pub async fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         self.db
-            .call(move |c| {
+            .query(move |c| {
                 c.prepare_cached("SELECT target FROM symlink_targets WHERE inode = ?1")?
                     .query_row([ino], |r| r.get(0))
                     .optional()?
@@ -368,7 +368,7 @@ impl Filesystem {
 
     /// Opens directory `ino` for listing.
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
-        self.db.call(move |c| dir(c, ino).map(|_| ())).await?;
+        self.db.query(move |c| dir(c, ino).map(|_| ())).await?;
         Ok(0)
     }
 
@@ -412,7 +412,7 @@ impl Filesystem {
 
     async fn list_dir(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<(DirEntry, Attr)>> {
         self.db
-            .call(move |c| {
+            .query(move |c| {
                 let d = dir(c, ino)?;
                 let mut out = Vec::new();
                 if offset == 0 && out.len() < max {

@@ -127,7 +127,7 @@ impl Filesystem {
         }
         let name = name.as_bytes().to_vec();
         self.db
-            .call(move |c| {
+            .query(move |c| {
                 c.prepare_cached("SELECT value FROM ext_attributes WHERE inode = ?1 AND name = ?2")?
                     .query_row(params![ino, name], |r| r.get(0))
                     .optional()?
@@ -148,7 +148,7 @@ impl Filesystem {
             return Ok(Vec::new());
         }
         self.db
-            .call(move |c| {
+            .query(move |c| {
                 inode::get(c, ino)?;
                 let mut stmt = c.prepare_cached(
                     "SELECT name FROM ext_attributes WHERE inode = ?1 ORDER BY name",

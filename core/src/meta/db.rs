@@ -260,6 +260,33 @@ impl Db {
         .await
     }
 
+    /// Runs `f`, which only reads, after every change submitted before this call (deferred
+    /// ones included). On a request thread (see [`run_statements_here`]) it runs under the
+    /// connection lock without a transaction of its own, which saves the statements that
+    /// open and close one: nothing else can change the database while it holds the lock.
+    pub async fn query<R, F>(&self, f: F) -> FsResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> FsResult<R> + Send + 'static,
+    {
+        if STATEMENTS_HERE.with(Cell::get) && !self.shared.closed.load(Ordering::SeqCst) {
+            let conn = self.shared.lock_for_request();
+            if self.shared.deferred.lock().is_empty() {
+                let changes = conn.total_changes();
+                let result = f(&conn);
+                debug_assert_eq!(
+                    conn.total_changes(),
+                    changes,
+                    "a query changed the database"
+                );
+                MutexGuard::unlock_fair(conn);
+                return result;
+            }
+            MutexGuard::unlock_fair(conn);
+        }
+        self.call(f).await
+    }
+
     /// Commits everything and closes the database file, so that another connection (fsck,
     /// the next mount) can open it: the connection holds the file's lock while open. Every
     /// later call fails.
@@ -436,9 +463,12 @@ mod tests {
         Db::open(&dir.join("t.db")).expect("open")
     }
 
+    fn rows(c: &Connection) -> FsResult<i64> {
+        Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
+    }
+
     async fn count(db: &Db) -> FsResult<i64> {
-        db.call(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
-            .await
+        db.call(rows).await
     }
 
     fn defer_row(db: &Db, x: i64) {
@@ -488,6 +518,31 @@ mod tests {
             count(&reopened).await.expect("count"),
             4,
             "every deferred change was committed, no failed closure left a trace"
+        );
+    }
+
+    #[test]
+    fn queries_see_every_change_submitted_before_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(dir.path());
+        futures::executor::block_on(
+            db.call(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")?)),
+        )
+        .expect("create");
+        run_statements_here(|| {
+            futures::executor::block_on(async {
+                defer_row(&db, 1);
+                assert_eq!(db.query(rows).await.expect("query"), 1, "a deferred change");
+                db.call(|c| Ok(c.execute_batch("INSERT INTO t VALUES (2)")?))
+                    .await
+                    .expect("insert");
+                assert_eq!(db.query(rows).await.expect("query"), 2, "a committed one");
+            })
+        });
+        assert_eq!(
+            futures::executor::block_on(db.query(rows)).expect("query"),
+            2,
+            "on the owner thread"
         );
     }
 
