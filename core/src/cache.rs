@@ -684,26 +684,24 @@ impl BlockCache {
         }
     }
 
+    /// Uploads `dirty`, at most `max_connections` at a time; each upload's state is made
+    /// only when it starts, so memory does not grow with the number of dirty blocks.
     async fn upload_all(&self, dirty: Vec<Arc<Entry>>) -> FsResult<()> {
-        let uploads: Vec<_> = dirty
-            .iter()
+        let mut uploads = futures::stream::iter(dirty)
             .map(|e| async move {
-                let result = self.upload(e).await;
+                let result = self.upload(&e).await;
                 e.state.lock().await.upload_failed = result.is_err();
                 result
             })
-            .collect();
-        let results: Vec<FsResult<()>> = futures::stream::iter(uploads)
-            .buffer_unordered(self.cfg.max_connections.max(1))
-            .collect()
-            .await;
+            .buffer_unordered(self.cfg.max_connections.max(1));
         let mut first_err = None;
-        for r in results {
-            if let Err(e) = r {
+        while let Some(result) = uploads.next().await {
+            if let Err(e) = result {
                 tracing::error!("upload failed: {e}");
                 first_err.get_or_insert(e);
             }
         }
+        drop(uploads);
         self.evict();
         first_err.map_or(Ok(()), Err)
     }
