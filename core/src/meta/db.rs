@@ -17,6 +17,10 @@
 //! A change that no caller waits for ([`Db::defer`]) is applied at the start of the next
 //! transaction, whoever opens it, so every later closure sees it; it is committed with that
 //! transaction, by [`Db::commit_deferred`], or before a [`Db::call_alone`] closure runs.
+//!
+//! The connection locks the database file exclusively from its first access until it is
+//! closed ([`Db::close`], or the last handle dropped): no other connection, in this process
+//! or another, can open the file meanwhile.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -152,8 +156,8 @@ thread_local! {
     static STATEMENTS_HERE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` with the closures it submits through [`Db::call`] executed on this thread
-/// instead of the owner thread. Only for threads that may block (never a runtime worker):
+/// Runs `f` with the closures it submits through [`Db::call`] and [`Db::query`] executed on
+/// this thread instead of the owner thread. Only for threads that may block (never a runtime worker):
 /// the closure waits for the connection while the owner thread commits a batch.
 pub fn run_statements_here<R>(f: impl FnOnce() -> R) -> R {
     let before = STATEMENTS_HERE.with(|here| here.replace(true));
@@ -261,7 +265,7 @@ impl Db {
     }
 
     /// Runs `f`, which only reads, after every change submitted before this call (deferred
-    /// ones included). On a request thread (see [`run_statements_here`]) it runs under the
+    /// ones included). On a request thread (see `run_statements_here`) it runs under the
     /// connection lock without a transaction of its own, which saves the statements that
     /// open and close one: nothing else can change the database while it holds the lock.
     pub async fn query<R, F>(&self, f: F) -> FsResult<R>
