@@ -10,6 +10,14 @@
 //! a read reaches its end, so that a sequential reader does not read its cache file back.
 //! Such a buffer is used only while the entry's `generation` is the one it was loaded at
 //! (every write and truncate bumps it) and is dropped with its entry.
+//!
+//! The cache holds at most `max_entries` entries and `max_size` bytes beyond what the
+//! write-back has not uploaded yet: past either bound, every dirty block is uploaded and
+//! clean ones are evicted, least recently used first. Its memory is therefore bounded
+//! however many files are written. Files of evicted blocks become spares ([`spares`]).
+
+mod spares;
+pub(crate) use spares::is_spare_name;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -29,11 +37,15 @@ use crate::error::{FsError, FsResult};
 use crate::format::{self, Codec, Compression};
 use crate::meta::Db;
 use crate::storage::ObjectStore;
+use spares::Spares;
 
 type Key = (u64, u64);
 
 /// Most cache files synced at once by one `fsync` (the device merges their flushes).
 const PARALLEL_SYNCS: usize = 16;
+
+/// Most spare files kept (see [`spares`]); they are read at every mount.
+const MAX_SPARES: usize = 16 * 1024;
 
 /// Bound of the memory held by block uploads at any time (plaintext read from the cache
 /// file plus its encoded object), in bytes; at least one block is always allowed.
@@ -117,6 +129,8 @@ pub struct CacheConfig {
     pub dir: PathBuf,
     /// Upper bound of the bytes in the cache directory.
     pub max_size: u64,
+    /// Upper bound of the number of cached blocks.
+    pub max_entries: usize,
     /// A dirty block untouched this long is uploaded.
     pub dirty_delay: Duration,
     /// Most concurrent uploads and downloads.
@@ -160,6 +174,7 @@ pub(crate) struct BlockCache {
     space_freed: Notify,
     wake_flusher: Notify,
     recent: Mutex<RecentBlocks>,
+    spares: Arc<Spares>,
     /// Inodes created by this process, with a handle still open, none of whose blocks is
     /// recorded in the metadata yet: their blocks load as holes without a query.
     unrecorded: Mutex<HashSet<u64>>,
@@ -172,7 +187,7 @@ impl BlockCache {
         db: Db,
         store: Arc<dyn ObjectStore>,
     ) -> FsResult<Self> {
-        std::fs::create_dir_all(&cfg.dir)?;
+        let spares = Spares::adopt(&cfg.dir, MAX_SPARES.min(cfg.max_entries))?;
         Ok(Self {
             block_size,
             entries: Mutex::new(BTreeMap::new()),
@@ -189,6 +204,7 @@ impl BlockCache {
             space_freed: Notify::new(),
             wake_flusher: Notify::new(),
             recent: Mutex::new(RecentBlocks::default()),
+            spares: Arc::new(spares),
             unrecorded: Mutex::new(HashSet::new()),
             cfg,
         })
@@ -247,9 +263,12 @@ impl BlockCache {
             .open(self.path(key))
     }
 
-    /// Opens the cache file of `key` for writing, creating it if needed (its name then
-    /// waits for the next directory sync, see `sync_inode`).
+    /// Opens the cache file of `key` for writing, creating it (from a spare if there is
+    /// one) if needed; its name then waits for the next directory sync, see `sync_inode`.
     fn open_for_update(&self, key: Key, state: &mut EntryState) -> std::io::Result<File> {
+        if !state.has_file {
+            self.spares.take(&self.path(key));
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -322,6 +341,7 @@ impl BlockCache {
         let codec = self.cfg.codec.clone();
         let object_name = name.clone();
         let path = self.path(key);
+        let spares = Arc::clone(&self.spares);
         let plain = self
             .on_cpu(move || -> FsResult<Bytes> {
                 let plain = codec.decode(&object_name, object)?;
@@ -334,6 +354,7 @@ impl BlockCache {
                     .into());
                 }
                 // Here rather than on a runtime worker, which other tasks wait for.
+                spares.take(&path);
                 std::fs::write(&path, &plain).map_err(|e| FsError::Io(e.kind().into()))?;
                 Ok(plain)
             })
@@ -489,7 +510,9 @@ impl BlockCache {
         state.removed = true;
         self.set_len(state, 0);
         self.recent().remove(entry.key);
-        let _ = std::fs::remove_file(self.path(entry.key));
+        if std::mem::take(&mut state.has_file) {
+            self.spares.retire(&self.path(entry.key));
+        }
         let mut map = self.map();
         if map
             .get(&entry.key)
@@ -709,8 +732,7 @@ impl BlockCache {
     /// One pass of the background write-back: uploads blocks dirty for longer than the
     /// delay (all of them if the cache is over its size), then evicts clean blocks.
     pub(crate) async fn writeback_pass(&self) {
-        let over = self.used.load(Ordering::Relaxed) > self.max_size.load(Ordering::Relaxed);
-        let delay = if over {
+        let delay = if self.over_bounds() {
             None
         } else {
             Some(self.cfg.dirty_delay)
@@ -743,17 +765,22 @@ impl BlockCache {
         }
     }
 
+    /// Whether the cache holds more bytes or entries than it may keep.
+    fn over_bounds(&self) -> bool {
+        self.used.load(Ordering::Relaxed) > self.max_size.load(Ordering::Relaxed)
+            || self.map().len() > self.cfg.max_entries
+    }
+
     /// Evicts clean, idle blocks, least recently used first, until the cache fits.
     fn evict(&self) {
-        let max = self.max_size.load(Ordering::Relaxed);
-        if self.used.load(Ordering::Relaxed) <= max {
+        if !self.over_bounds() {
             self.space_freed.notify_waiters();
             return;
         }
         let mut candidates: Vec<Arc<Entry>> = self.map().values().cloned().collect();
         candidates.sort_by_key(|e| e.last_use.load(Ordering::Relaxed));
         for entry in candidates {
-            if self.used.load(Ordering::Relaxed) <= max {
+            if !self.over_bounds() {
                 break;
             }
             if let Ok(mut state) = entry.state.try_lock() {

@@ -54,6 +54,18 @@ fn parse_json_object(text: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The cached blocks' files in `cache_dir`: every file but the empty spares kept for reuse.
+fn block_files(cache_dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(cache_dir)
+        .expect("readdir cache")
+        .map(|e| e.expect("dirent").path())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("spare-"))
+        })
+        .collect()
+}
+
 fn errno_of<T>(r: io::Result<T>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
@@ -674,9 +686,9 @@ fn s3qlstat_matches_independent_counts() {
     // The cache and the database first: reading the files below fills the cache.
     let objects = data_objects(&fs);
     let cache_dir = file_with_suffix(&fs.cache, "-cache");
-    let cached: Vec<u64> = fs::read_dir(&cache_dir)
-        .expect("readdir cache")
-        .map(|e| e.expect("dirent").metadata().expect("stat").len())
+    let cached: Vec<u64> = block_files(&cache_dir)
+        .iter()
+        .map(|p| fs::metadata(p).expect("stat").len())
         .collect();
     let db = fs::metadata(file_with_suffix(&fs.cache, ".db"))
         .expect("stat db")
@@ -726,7 +738,7 @@ fn s3qlstat_matches_independent_counts() {
     }
     assert_eq!(s.len(), independent.len(), "unchecked figures: {s:?}");
     // Reading every file above (the holes of a/sparse too) left one entry per cache file.
-    let files = fs::read_dir(&cache_dir).expect("readdir cache").count() as u64;
+    let files = block_files(&cache_dir).len() as u64;
     let after_reads = stats(m)["cache_entries"];
     note(&format!(
         "MEASURED s3qlstat cache entries after reading every file: {after_reads} = {files} files in the cache directory"
@@ -758,6 +770,66 @@ fn s3qlstat_matches_independent_counts() {
     human.expect_success();
     assert!(human.stdout.contains(" MiB"), "{}", human.stdout);
     fs.umount();
+}
+
+/// The spare files (emptied cache files kept for reuse) in `cache_dir`, with their sizes.
+fn spare_files(cache_dir: &Path) -> Vec<u64> {
+    fs::read_dir(cache_dir)
+        .expect("readdir cache")
+        .map(|e| e.expect("dirent"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with("spare-"))
+        .map(|e| e.metadata().expect("stat").len())
+        .collect()
+}
+
+/// `--max-cache-entries` bounds the cache, and with it the daemon's memory: past it, dirty
+/// blocks are uploaded and clean ones evicted. The files of evicted blocks become empty
+/// spares that new blocks reuse, also after a remount; every file still reads back.
+#[test]
+fn cache_entries_are_bounded_and_their_files_reused() {
+    const LIMIT: u64 = 64;
+    let Some(mut fs) = TestFs::new("cache_entries_are_bounded_and_their_files_reused") else {
+        return;
+    };
+    fs.mkfs();
+    let limit = LIMIT.to_string();
+    fs.mount_with(&["--max-cache-entries", &limit]);
+    let m = fs.mnt.clone();
+    let files: Vec<Vec<u8>> = (0..5 * LIMIT).map(|_| random_bytes(5000)).collect();
+    for (i, data) in files.iter().enumerate() {
+        fs::write(m.join(format!("f{i}")), data).expect("write");
+    }
+    let cache_dir = file_with_suffix(&fs.cache, "-cache");
+    eventually("cache back within its entry limit", || {
+        stats(&m)["cache_entries"] <= LIMIT
+    });
+    assert!(block_files(&cache_dir).len() as u64 <= LIMIT);
+    let spares = spare_files(&cache_dir);
+    note(&format!(
+        "MEASURED {} files of one block with --max-cache-entries {LIMIT}: {} cache entries, {} spare files",
+        files.len(),
+        stats(&m)["cache_entries"],
+        spares.len()
+    ));
+    assert!(!spares.is_empty() && spares.iter().all(|len| *len == 0));
+
+    for round in ["mounted", "remounted"] {
+        for (i, data) in files.iter().enumerate() {
+            let read = fs::read(m.join(format!("f{i}"))).expect("read");
+            assert!(read == *data, "f{i} differs ({round})");
+        }
+        eventually("cache back within its entry limit after the reads", || {
+            stats(&m)["cache_entries"] <= LIMIT
+        });
+        fs.umount();
+        // Unmounting empties the cache: what stays are at most LIMIT empty spares.
+        assert!(block_files(&cache_dir).is_empty(), "{round}");
+        let spares = spare_files(&cache_dir);
+        assert!(spares.len() as u64 <= LIMIT && spares.iter().all(|len| *len == 0));
+        if round == "mounted" {
+            fs.mount_with(&["--max-cache-entries", &limit]);
+        }
+    }
 }
 
 #[test]

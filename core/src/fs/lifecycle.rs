@@ -46,6 +46,8 @@ pub struct MountOptions {
     pub cache_path: PathBuf,
     /// Upper bound of the block cache, bytes.
     pub cache_size: u64,
+    /// Upper bound of the number of cached blocks (it bounds the cache's memory).
+    pub max_cache_entries: usize,
     /// Compression of new objects.
     pub compression: Compression,
     /// Dirty blocks untouched this long are uploaded.
@@ -329,8 +331,6 @@ impl Filesystem {
         let mut params = load_metadata(store.as_ref(), &codec, &paths).await?;
         let manifest =
             upload::load_manifest(store.as_ref(), &codec, params.metadata_generation).await?;
-        empty_cache_dir(&paths.cache_dir)
-            .map_err(|e| OpenError::CacheDir(paths.cache_dir.clone(), e))?;
         params.mounted = true;
         params.save_local(&paths.params)?;
 
@@ -340,6 +340,7 @@ impl Filesystem {
             CacheConfig {
                 dir: paths.cache_dir.clone(),
                 max_size: opts.cache_size,
+                max_entries: opts.max_cache_entries,
                 dirty_delay: opts.dirty_block_upload_delay,
                 max_connections: opts.max_connections,
                 compression: opts.compression,

@@ -12,6 +12,7 @@ pub fn mount_options(dir: &Path) -> MountOptions {
     MountOptions {
         cache_path: dir.join("fs"),
         cache_size: 1 << 30,
+        max_cache_entries: 100_000,
         compression: Compression::Zstd(1),
         dirty_block_upload_delay: Duration::from_secs(3600),
         metadata_backup_interval: Duration::ZERO,

@@ -100,8 +100,9 @@ pub struct MountArgs {
     /// filesystem (plus what the cache already holds), at least 64 MiB, at most 10 GiB]
     #[arg(long, value_name = "KiB", value_parser = clap::value_parser!(u64).range(1..))]
     pub cachesize: Option<u64>,
-    /// Maximum number of cached blocks (accepted for compatibility; the cache is bounded by
-    /// --cachesize)
+    /// Maximum number of cached blocks; past it, dirty blocks are uploaded and clean ones
+    /// evicted (bounds the daemon's memory) [default: as S3QL, the hard open-file limit
+    /// (4096 if unlimited) - 32 - 3 x max-connections, at least 1024]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_cache_entries: Option<u64>,
     /// Compression of new data: none, zstd-1..19, lzma-0..9, bzip2-1..9, zlib-0..9
@@ -273,13 +274,13 @@ fn prepare(args: &MountArgs, kernel_flags: Vec<String>) -> anyhow::Result<MountP
         Some(kib) => kib.saturating_mul(1024),
         None => auto_cache_size(&resolved.cachedir, &resolved.cache_path),
     };
-    if let Some(n) = args.max_cache_entries {
-        tracing::debug!("--max-cache-entries {n} accepted; the cache is bounded by its size");
-    }
     if args.nfs {
         tracing::debug!("--nfs has no effect");
     }
-    raise_fd_limit();
+    let hard_fd_limit = raise_fd_limit();
+    let max_cache_entries = args
+        .max_cache_entries
+        .unwrap_or_else(|| default_max_cache_entries(hard_fd_limit, resolved.max_connections));
     limit_malloc_arenas();
 
     // SAFETY: getuid/getgid have no preconditions.
@@ -289,6 +290,7 @@ fn prepare(args: &MountArgs, kernel_flags: Vec<String>) -> anyhow::Result<MountP
         passphrase,
         cache_path: resolved.cache_path.clone(),
         cache_size,
+        max_cache_entries: usize::try_from(max_cache_entries).unwrap_or(usize::MAX),
         compression,
         dirty_block_upload_delay: Duration::from_secs(args.dirty_block_upload_delay),
         metadata_backup_interval: Duration::from_secs(args.metadata_backup_interval),
@@ -546,12 +548,16 @@ fn limit_malloc_arenas() {
     }
 }
 
-/// Raises the soft limit of open files to the hard limit (cache files, connections).
-fn raise_fd_limit() {
+/// Raises the soft limit of open files to the hard limit (cache files, connections);
+/// returns the hard limit (`None`: unlimited or unknown).
+fn raise_fd_limit() -> Option<u64> {
     // SAFETY: `lim` is plain old data that getrlimit fills in and setrlimit reads.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 tracing::debug!(
@@ -560,7 +566,22 @@ fn raise_fd_limit() {
                 );
             }
         }
+        // rlim_t is u64 on Linux and macOS, i64 on FreeBSD.
+        #[allow(clippy::unnecessary_fallible_conversions, clippy::useless_conversion)]
+        let hard = u64::try_from(lim.rlim_max).ok();
+        hard.filter(|_| lim.rlim_max != libc::RLIM_INFINITY)
     }
+}
+
+/// The default of `--max-cache-entries`: S3QL's, which keeps a descriptor per entry open,
+/// from the hard open-file limit (`None`: unlimited, counted as 4096). Entries hold no
+/// descriptor here, so a low limit is no error (S3QL exits 37): the floor is 1024.
+fn default_max_cache_entries(hard_fd_limit: Option<u64>, max_connections: usize) -> u64 {
+    let reserved = 32 + 3 * max_connections as u64;
+    hard_fd_limit
+        .unwrap_or(4096)
+        .saturating_sub(reserved)
+        .max(1024)
 }
 
 #[cfg(test)]
@@ -612,6 +633,16 @@ mod tests {
         let e = parse_for_test(&["mount.s3ql", "--allow-other", "--allow-root", "u", "m"])
             .expect_err("conflict");
         assert!(e.contains("cannot be used with"), "{e}");
+    }
+
+    #[test]
+    fn default_max_cache_entries_follows_s3ql() {
+        assert_eq!(
+            default_max_cache_entries(Some(20_000), 32),
+            20_000 - 32 - 96
+        );
+        assert_eq!(default_max_cache_entries(None, 32), 4096 - 32 - 96);
+        assert_eq!(default_max_cache_entries(Some(256), 32), 1024);
     }
 
     #[test]
