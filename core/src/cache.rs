@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,12 @@ const PARALLEL_SYNCS: usize = 16;
 
 /// Most spare files kept (see [`spares`]); they are read at every mount.
 const MAX_SPARES: usize = 16 * 1024;
+
+/// Fraction of `max_entries` that eviction leaves once the cache had too many entries.
+const EVICT_TO_ENTRIES: f64 = 0.9;
+
+/// While writers wait for room, uploads completed between evictions within one pass.
+const EVICT_EVERY_UPLOADS: usize = 64;
 
 /// Bound of the memory held by block uploads at any time (plaintext read from the cache
 /// file plus its encoded object), in bytes; at least one block is always allowed.
@@ -172,6 +178,8 @@ pub(crate) struct BlockCache {
     /// One permit per core for CPU-bound work (see `on_cpu`).
     cpu: Semaphore,
     space_freed: Notify,
+    /// Writers wait for room (logged once until the cache fits again).
+    writers_wait: AtomicBool,
     wake_flusher: Notify,
     recent: Mutex<RecentBlocks>,
     spares: Arc<Spares>,
@@ -202,6 +210,7 @@ impl BlockCache {
             ),
             cpu: Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
             space_freed: Notify::new(),
+            writers_wait: AtomicBool::new(false),
             wake_flusher: Notify::new(),
             recent: Mutex::new(RecentBlocks::default()),
             spares: Arc::new(spares),
@@ -718,10 +727,15 @@ impl BlockCache {
             })
             .buffer_unordered(self.cfg.max_connections.max(1));
         let mut first_err = None;
+        let mut done = 0;
         while let Some(result) = uploads.next().await {
             if let Err(e) = result {
                 tracing::error!("upload failed: {e}");
                 first_err.get_or_insert(e);
+            }
+            done += 1;
+            if done % EVICT_EVERY_UPLOADS == 0 && self.writers_wait.load(Ordering::Relaxed) {
+                self.evict();
             }
         }
         drop(uploads);
@@ -750,14 +764,17 @@ impl BlockCache {
         let _ = tokio::time::timeout(period, self.wake_flusher.notified()).await;
     }
 
+    /// Waits while the cache is over its size by more than a block, or over its number of
+    /// entries: until uploads let clean blocks be evicted.
     async fn wait_for_space(&self) {
-        let mut logged = false;
         while self.used.load(Ordering::Relaxed)
             > self.max_size.load(Ordering::Relaxed) + self.block_size
+            || self.map().len() > self.cfg.max_entries
         {
-            if !logged {
-                tracing::info!("cache full of dirty blocks, writers wait for uploads");
-                logged = true;
+            if !self.writers_wait.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    "cache full of dirty blocks (--cachesize or --max-cache-entries), writers wait for uploads"
+                );
             }
             self.wake_flusher.notify_one();
             let _ =
@@ -771,16 +788,24 @@ impl BlockCache {
             || self.map().len() > self.cfg.max_entries
     }
 
-    /// Evicts clean, idle blocks, least recently used first, until the cache fits.
+    /// Evicts clean, idle blocks, least recently used first, until the cache fits; past
+    /// the entry bound, down to [`EVICT_TO_ENTRIES`] of it, so that writers that wait for
+    /// room are not woken for one entry at a time.
     fn evict(&self) {
         if !self.over_bounds() {
+            self.writers_wait.store(false, Ordering::Relaxed);
             self.space_freed.notify_waiters();
             return;
         }
+        let max_entries = (self.cfg.max_entries as f64 * EVICT_TO_ENTRIES) as usize;
+        let fits = || {
+            self.used.load(Ordering::Relaxed) <= self.max_size.load(Ordering::Relaxed)
+                && self.map().len() <= max_entries
+        };
         let mut candidates: Vec<Arc<Entry>> = self.map().values().cloned().collect();
-        candidates.sort_by_key(|e| e.last_use.load(Ordering::Relaxed));
+        candidates.sort_unstable_by_key(|e| e.last_use.load(Ordering::Relaxed));
         for entry in candidates {
-            if !self.over_bounds() {
+            if fits() {
                 break;
             }
             if let Ok(mut state) = entry.state.try_lock() {

@@ -772,19 +772,29 @@ fn s3qlstat_matches_independent_counts() {
     fs.umount();
 }
 
-/// The spare files (emptied cache files kept for reuse) in `cache_dir`, with their sizes.
-fn spare_files(cache_dir: &Path) -> Vec<u64> {
+/// The spare files (emptied cache files kept for reuse) in `cache_dir`: (inode, size).
+fn spare_files(cache_dir: &Path) -> Vec<(u64, u64)> {
     fs::read_dir(cache_dir)
         .expect("readdir cache")
         .map(|e| e.expect("dirent"))
         .filter(|e| e.file_name().to_string_lossy().starts_with("spare-"))
-        .map(|e| e.metadata().expect("stat").len())
+        .map(|e| e.metadata().expect("stat"))
+        .map(|m| (m.ino(), m.len()))
+        .collect()
+}
+
+/// Inode numbers of every file in `cache_dir`.
+fn file_inodes(cache_dir: &Path) -> HashSet<u64> {
+    fs::read_dir(cache_dir)
+        .expect("readdir cache")
+        .map(|e| e.expect("dirent").metadata().expect("stat").ino())
         .collect()
 }
 
 /// `--max-cache-entries` bounds the cache, and with it the daemon's memory: past it, dirty
-/// blocks are uploaded and clean ones evicted. The files of evicted blocks become empty
-/// spares that new blocks reuse, also after a remount; every file still reads back.
+/// blocks are uploaded and clean ones evicted. The files of dropped blocks become empty
+/// spares that new blocks reuse (the same inodes), also after a remount; every file still
+/// reads back.
 #[test]
 fn cache_entries_are_bounded_and_their_files_reused() {
     const LIMIT: u64 = 64;
@@ -804,15 +814,15 @@ fn cache_entries_are_bounded_and_their_files_reused() {
         stats(&m)["cache_entries"] <= LIMIT
     });
     assert!(block_files(&cache_dir).len() as u64 <= LIMIT);
-    let spares = spare_files(&cache_dir);
+    assert!(spare_files(&cache_dir).iter().all(|(_, len)| *len == 0));
     note(&format!(
-        "MEASURED {} files of one block with --max-cache-entries {LIMIT}: {} cache entries, {} spare files",
+        "MEASURED {} files of one block with --max-cache-entries {LIMIT}: {} cache entries, {} files in the cache directory",
         files.len(),
         stats(&m)["cache_entries"],
-        spares.len()
+        file_inodes(&cache_dir).len()
     ));
-    assert!(!spares.is_empty() && spares.iter().all(|len| *len == 0));
 
+    let mut spares_at_unmount = HashSet::new();
     for round in ["mounted", "remounted"] {
         for (i, data) in files.iter().enumerate() {
             let read = fs::read(m.join(format!("f{i}"))).expect("read");
@@ -821,13 +831,24 @@ fn cache_entries_are_bounded_and_their_files_reused() {
         eventually("cache back within its entry limit after the reads", || {
             stats(&m)["cache_entries"] <= LIMIT
         });
+        if round == "remounted" {
+            // The reads after the remount used the spares left by the first unmount.
+            let reused = file_inodes(&cache_dir)
+                .intersection(&spares_at_unmount)
+                .count();
+            assert!(reused > 0, "no spare was reused");
+        }
         fs.umount();
         // Unmounting empties the cache: what stays are at most LIMIT empty spares.
         assert!(block_files(&cache_dir).is_empty(), "{round}");
         let spares = spare_files(&cache_dir);
-        assert!(spares.len() as u64 <= LIMIT && spares.iter().all(|len| *len == 0));
+        assert!(!spares.is_empty() && spares.len() as u64 <= LIMIT);
+        assert!(spares.iter().all(|(_, len)| *len == 0));
+        spares_at_unmount = spares.iter().map(|(ino, _)| *ino).collect();
         if round == "mounted" {
             fs.mount_with(&["--max-cache-entries", &limit]);
+            let adopted: HashSet<u64> = spare_files(&cache_dir).iter().map(|s| s.0).collect();
+            assert_eq!(adopted, spares_at_unmount, "the mount kept the spares");
         }
     }
 }
