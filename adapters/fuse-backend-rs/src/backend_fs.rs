@@ -75,7 +75,7 @@ impl FileSystem for BackendFs {
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         // Not requested: ATOMIC_O_TRUNC (core `open` does not truncate; the kernel sends
-        // setattr(size=0) instead) and WRITEBACK_CACHE (issue 8 measures it first).
+        // setattr(size=0) instead) and WRITEBACK_CACHE (see the fuser adapter's `init`).
         let wanted = FsOptions::ASYNC_READ | FsOptions::BIG_WRITES;
         #[cfg(target_os = "linux")]
         let wanted =
