@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,14 @@ struct Entry {
     last_use: AtomicU64,
 }
 
+/// Object deletions started and not yet ended.
+#[derive(Default)]
+struct RunningDeletes {
+    count: AtomicUsize,
+    /// Notified when `count` drops to zero.
+    idle: Notify,
+}
+
 /// Settings of the block cache.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -172,7 +180,8 @@ pub(crate) struct BlockCache {
     clock: AtomicU64,
     db: Db,
     store: Arc<dyn ObjectStore>,
-    transfers: Semaphore,
+    transfers: Arc<Semaphore>,
+    deletes: Arc<RunningDeletes>,
     /// One permit per block an upload may hold in memory (see [`UPLOAD_BUFFER_BYTES`]).
     upload_buffers: Semaphore,
     /// One permit per core for CPU-bound work (see `on_cpu`).
@@ -204,7 +213,8 @@ impl BlockCache {
             clock: AtomicU64::new(0),
             db,
             store,
-            transfers: Semaphore::new(cfg.max_connections.max(1)),
+            transfers: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
+            deletes: Arc::default(),
             upload_buffers: Semaphore::new(
                 (UPLOAD_BUFFER_BYTES / (2 * block_size.max(1))).max(1) as usize
             ),
@@ -662,13 +672,21 @@ impl BlockCache {
         Ok(())
     }
 
-    /// Deletes objects that no block references any more (after the commit that dropped them).
+    /// Deletes objects that no block references any more (after the commit that dropped
+    /// them), in the background, as storage transfers (at most `max_connections` at a time
+    /// with uploads and downloads). [`Self::wait_for_deletes`] waits for them.
     pub(crate) fn delete_objects(&self, obj_ids: Vec<u64>) {
+        self.deletes
+            .count
+            .fetch_add(obj_ids.len(), Ordering::Relaxed);
         for id in obj_ids {
             let store = self.store.clone();
+            let transfers = Arc::clone(&self.transfers);
+            let deletes = Arc::clone(&self.deletes);
             tokio::spawn(async move {
                 let name = data_object_name(id);
                 let deleted = async {
+                    let _permit = transfers.acquire().await;
                     failpoint!(OBJECT_DELETE);
                     store.delete(&name).await?;
                     FsResult::Ok(())
@@ -678,7 +696,21 @@ impl BlockCache {
                         "could not delete unreferenced object {name}: {e} (fsck.s3ql removes it)"
                     );
                 }
+                if deletes.count.fetch_sub(1, Ordering::Relaxed) == 1 {
+                    deletes.idle.notify_waiters();
+                }
             });
+        }
+    }
+
+    /// Waits until every deletion started by [`Self::delete_objects`] has ended.
+    pub(crate) async fn wait_for_deletes(&self) {
+        loop {
+            let idle = self.deletes.idle.notified();
+            if self.deletes.count.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            idle.await;
         }
     }
 

@@ -1,6 +1,7 @@
 //! The filesystem over a failing or observed storage: injected faults (errors, latency,
 //! truncated bodies), an outage in the middle of writes, what a metadata upload costs on a
-//! filesystem with 100 000 inodes, and what a mount with a warm cache downloads.
+//! filesystem with 100 000 inodes, what a mount with a warm cache downloads, and the
+//! deletion of unreferenced objects before a clean unmount ends.
 
 #[allow(dead_code)] // not every helper is used here
 mod common;
@@ -487,5 +488,88 @@ async fn metadata_upload_cost_grows_with_the_change_not_the_filesystem() {
         warm.as_secs_f64(),
         names.len(),
         cold.as_secs_f64()
+    );
+}
+
+/// A memory store whose deletions of data objects wait until the gate opens.
+struct GatedDeletes {
+    inner: MemoryStore,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl ObjectStore for GatedDeletes {
+    fn get(&self, name: &str) -> StoreFuture<'_, Bytes> {
+        self.inner.get(name)
+    }
+    fn get_range(&self, name: &str, range: std::ops::Range<u64>) -> StoreFuture<'_, Bytes> {
+        self.inner.get_range(name, range)
+    }
+    fn put(&self, name: &str, data: Bytes) -> StoreFuture<'_, ()> {
+        self.inner.put(name, data)
+    }
+    fn put_if_absent(&self, name: &str, data: Bytes) -> StoreFuture<'_, bool> {
+        self.inner.put_if_absent(name, data)
+    }
+    fn delete(&self, name: &str) -> StoreFuture<'_, ()> {
+        let gated = name.starts_with("s3ql_data_");
+        let name = name.to_owned();
+        Box::pin(async move {
+            if gated {
+                let _pass = self.open.acquire().await;
+            }
+            self.inner.delete(&name).await
+        })
+    }
+    fn list(&self, prefix: &str) -> StoreFuture<'_, Vec<ObjectInfo>> {
+        self.inner.list(prefix)
+    }
+    fn head(&self, name: &str) -> StoreFuture<'_, Option<u64>> {
+        self.inner.head(name)
+    }
+}
+
+/// Objects a delete leaves unreferenced are deleted in the background; a clean unmount
+/// waits for those deletions, so that none is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmount_waits_for_the_deletion_of_unreferenced_objects() {
+    let memory = MemoryStore::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    let store: Arc<dyn ObjectStore> = Arc::new(GatedDeletes {
+        inner: memory.clone(),
+        open: open.clone(),
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    mkfs(store.clone(), dir.path(), BLOCK).await;
+    let fs = Filesystem::mount(store.clone(), options(dir.path()))
+        .await
+        .expect("mount");
+    write_file(&fs, "big", &data(3, 40 * BLOCK as usize)).await;
+    fs.flush_cache().await.expect("flush");
+    let data_objects = || async { memory.list("s3ql_data_").await.expect("list").len() };
+    assert_eq!(data_objects().await, 40);
+    // The kernel's references: one from the create, one from this lookup.
+    let ino = fs
+        .lookup(ROOT_INODE, OsStr::new("big"))
+        .await
+        .expect("lookup")
+        .ino;
+    fs.unlink(ROOT_INODE, OsStr::new("big"))
+        .await
+        .expect("unlink");
+    fs.forget(ino, 2);
+    // Freed by a background task, which then starts the deletions.
+    while fs.getattr(ino).await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unmount = tokio::spawn(async move { fs.unmount().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!unmount.is_finished(), "unmount ended before the deletions");
+    assert_eq!(data_objects().await, 40);
+    open.add_permits(tokio::sync::Semaphore::MAX_PERMITS);
+    unmount.await.expect("join").expect("unmount");
+    assert_eq!(
+        data_objects().await,
+        0,
+        "objects left after a clean unmount"
     );
 }

@@ -472,10 +472,11 @@ impl Filesystem {
         Ok(())
     }
 
-    /// Ends the mount: stops write-back, uploads every dirty block, uploads the metadata,
-    /// marks the filesystem clean, empties the cache (unless `keep_cache`) and closes the
-    /// local database. Call it once, after the kernel session ended. On error nothing is lost: the cache and the local
-    /// database stay, and the filesystem stays marked as in use until fsck.
+    /// Ends the mount: stops write-back, uploads every dirty block, waits for the deletion of
+    /// unreferenced objects, uploads the metadata, marks the filesystem clean, empties the
+    /// cache (unless `keep_cache`) and closes the local database. Call it once, after the
+    /// kernel session ended. On error nothing is lost: the cache and the local database
+    /// stay, and the filesystem stays marked as in use until fsck.
     pub async fn unmount(&self) -> FsResult<()> {
         self.stopping.store(true, Ordering::Relaxed);
         let tasks = std::mem::take(&mut *self.background.lock().unwrap_or_else(|e| e.into_inner()));
@@ -484,6 +485,7 @@ impl Filesystem {
             let _ = t.await;
         }
         self.cache.flush_all().await?;
+        self.cache.wait_for_deletes().await;
         self.db.sync().await?;
         self.backup_metadata().await?;
         let mut params = self.params.lock().await;
