@@ -55,11 +55,8 @@ impl Spares {
             let name = entry.file_name();
             let number = name.to_str().and_then(|n| n.strip_prefix(PREFIX));
             match number.and_then(|n| n.parse::<u64>().ok()) {
+                // Empty: a file is emptied before it is renamed to a spare's name.
                 Some(n) if entry.file_type()?.is_file() && spares.len() < max => {
-                    OpenOptions::new()
-                        .write(true)
-                        .truncate(true)
-                        .open(entry.path())?;
                     spares.next.fetch_max(n + 1, Ordering::Relaxed);
                     spares.pool().free.push(n);
                 }
