@@ -70,6 +70,9 @@ impl Filesystem {
             match nodes.get_mut(&ino) {
                 Some(refs) => {
                     refs.handles = refs.handles.saturating_sub(1);
+                    if refs.handles == 0 {
+                        refs.reads = None;
+                    }
                     let unused = refs.lookups == 0 && refs.handles == 0;
                     if unused {
                         nodes.remove(&ino);
@@ -140,7 +143,10 @@ impl Filesystem {
     /// last size change (see [`Filesystem::size_epoch`]), else from the database.
     async fn file_size(&self, ino: u64) -> FsResult<u64> {
         let epoch = self.size_epoch.load(Ordering::SeqCst);
-        let known = self.nodes().get(&ino).and_then(|refs| refs.size);
+        let known = self
+            .nodes()
+            .get(&ino)
+            .and_then(|refs| refs.reads.as_ref()?.size);
         if let Some((size, _)) = known.filter(|(_, at)| *at == epoch) {
             return Ok(size);
         }
@@ -148,7 +154,7 @@ impl Filesystem {
         // Stored with the epoch read before the query: a change committed after the query
         // bumps it when its operation ends, and this size is not used after that.
         if let Some(refs) = self.nodes().get_mut(&ino) {
-            refs.size = Some((size, epoch));
+            refs.reads.get_or_insert_default().size = Some((size, epoch));
         }
         Ok(size)
     }
@@ -166,8 +172,9 @@ impl Filesystem {
         let Some(refs) = nodes.get_mut(&ino) else {
             return offset == 0;
         };
-        let sequential = offset == 0 || offset == refs.read_end;
-        refs.read_end = end;
+        let reads = refs.reads.get_or_insert_default();
+        let sequential = offset == 0 || offset == reads.read_end;
+        reads.read_end = end;
         sequential
     }
 

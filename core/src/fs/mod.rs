@@ -43,13 +43,22 @@ pub fn block_on_request<F: std::future::Future>(
 }
 
 /// How many times the kernel references an inode, and how many handles are open on it.
-#[derive(Debug, Default, Clone, Copy)]
+/// There is one per inode the kernel holds (a million after a `find` of a million files),
+/// so it is kept small: what only reads need is allocated by the first read.
+#[derive(Debug, Default)]
 struct NodeRefs {
     lookups: u64,
-    handles: u64,
+    handles: u32,
     /// Set by `lock_tree` for live inodes, so that handles opened for writing before the
     /// lock cannot write any more (`open` checks the database for later handles).
     locked: bool,
+    /// Dropped when the last handle is released.
+    reads: Option<Box<ReadState>>,
+}
+
+/// What the reads of an open inode remember.
+#[derive(Debug, Default)]
+struct ReadState {
     /// Where the last read of the inode ended: a read that starts there is sequential and
     /// fetches the following blocks ahead.
     read_end: u64,
