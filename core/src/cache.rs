@@ -17,7 +17,7 @@
 //! however many files are written. Files of evicted blocks become spares ([`spares`]).
 
 mod spares;
-pub(crate) use spares::is_spare_name;
+pub(crate) use spares::is_spare_dir;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -204,7 +204,7 @@ impl BlockCache {
         db: Db,
         store: Arc<dyn ObjectStore>,
     ) -> FsResult<Self> {
-        let spares = Spares::adopt(&cfg.dir, MAX_SPARES.min(cfg.max_entries))?;
+        let spares = Spares::open(&cfg.dir, MAX_SPARES.min(cfg.max_entries))?;
         Ok(Self {
             block_size,
             entries: Mutex::new(BTreeMap::new()),
@@ -223,7 +223,7 @@ impl BlockCache {
             writers_wait: AtomicBool::new(false),
             wake_flusher: Notify::new(),
             recent: Mutex::new(RecentBlocks::default()),
-            spares: Arc::new(spares),
+            spares,
             unrecorded: Mutex::new(HashSet::new()),
             cfg,
         })
@@ -284,6 +284,7 @@ impl BlockCache {
 
     /// Opens the cache file of `key` for writing, creating it (from a spare if there is
     /// one) if needed; its name then waits for the next directory sync, see `sync_inode`.
+    /// A file this process did not make holds nothing of the block: it is emptied.
     fn open_for_update(&self, key: Key, state: &mut EntryState) -> std::io::Result<File> {
         if !state.has_file {
             self.spares.take(&self.path(key));
@@ -292,7 +293,7 @@ impl BlockCache {
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
+            .truncate(!state.has_file)
             .open(self.path(key))?;
         note_file_created(state);
         Ok(file)

@@ -54,15 +54,12 @@ fn parse_json_object(text: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// The cached blocks' files in `cache_dir`: every file but the empty spares kept for reuse.
+/// The cached blocks' files in `cache_dir` (the empty spares kept for reuse are in `spare/`).
 fn block_files(cache_dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(cache_dir)
         .expect("readdir cache")
         .map(|e| e.expect("dirent").path())
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("spare-"))
-        })
+        .filter(|p| p.file_name().is_some_and(|n| n != "spare"))
         .collect()
 }
 
@@ -772,22 +769,19 @@ fn s3qlstat_matches_independent_counts() {
     fs.umount();
 }
 
-/// The spare files (emptied cache files kept for reuse) in `cache_dir`: (inode, size).
-fn spare_files(cache_dir: &Path) -> Vec<(u64, u64)> {
-    fs::read_dir(cache_dir)
-        .expect("readdir cache")
+/// The spare files (emptied cache files kept for reuse) of `cache_dir`: (inode, size, name).
+fn spare_files(cache_dir: &Path) -> Vec<(u64, u64, String)> {
+    fs::read_dir(cache_dir.join("spare"))
+        .expect("readdir spares")
         .map(|e| e.expect("dirent"))
-        .filter(|e| e.file_name().to_string_lossy().starts_with("spare-"))
-        .map(|e| e.metadata().expect("stat"))
-        .map(|m| (m.ino(), m.len()))
-        .collect()
-}
-
-/// Inode numbers of every file in `cache_dir`.
-fn file_inodes(cache_dir: &Path) -> HashSet<u64> {
-    fs::read_dir(cache_dir)
-        .expect("readdir cache")
-        .map(|e| e.expect("dirent").metadata().expect("stat").ino())
+        .map(|e| {
+            let m = e.metadata().expect("stat");
+            (
+                m.ino(),
+                m.len(),
+                e.file_name().to_string_lossy().into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -814,15 +808,15 @@ fn cache_entries_are_bounded_and_their_files_reused() {
         stats(&m)["cache_entries"] <= LIMIT
     });
     assert!(block_files(&cache_dir).len() as u64 <= LIMIT);
-    assert!(spare_files(&cache_dir).iter().all(|(_, len)| *len == 0));
+    assert!(spare_files(&cache_dir).iter().all(|(_, len, _)| *len == 0));
     note(&format!(
-        "MEASURED {} files of one block with --max-cache-entries {LIMIT}: {} cache entries, {} files in the cache directory",
+        "MEASURED {} files of one block with --max-cache-entries {LIMIT}: {} cache entries, {} spares",
         files.len(),
         stats(&m)["cache_entries"],
-        file_inodes(&cache_dir).len()
+        spare_files(&cache_dir).len()
     ));
 
-    let mut spares_at_unmount = HashSet::new();
+    let mut spares_at_unmount = Vec::new();
     for round in ["mounted", "remounted"] {
         for (i, data) in files.iter().enumerate() {
             let read = fs::read(m.join(format!("f{i}"))).expect("read");
@@ -832,9 +826,19 @@ fn cache_entries_are_bounded_and_their_files_reused() {
             stats(&m)["cache_entries"] <= LIMIT
         });
         if round == "remounted" {
-            // The reads after the remount used the spares left by the first unmount.
-            let reused = file_inodes(&cache_dir)
-                .intersection(&spares_at_unmount)
+            // The reads after the remount took spares the first unmount left: their
+            // names are gone, their inodes live on (as block files, or as spares again).
+            let now = spare_files(&cache_dir);
+            let names: HashSet<&String> = now.iter().map(|s| &s.2).collect();
+            let mut inodes: HashSet<u64> = now.iter().map(|s| s.0).collect();
+            inodes.extend(
+                block_files(&cache_dir)
+                    .iter()
+                    .map(|p| fs::metadata(p).expect("stat").ino()),
+            );
+            let reused = spares_at_unmount
+                .iter()
+                .filter(|(ino, _, name)| !names.contains(name) && inodes.contains(ino))
                 .count();
             assert!(reused > 0, "no spare was reused");
         }
@@ -843,11 +847,13 @@ fn cache_entries_are_bounded_and_their_files_reused() {
         assert!(block_files(&cache_dir).is_empty(), "{round}");
         let spares = spare_files(&cache_dir);
         assert!(!spares.is_empty() && spares.len() as u64 <= LIMIT);
-        assert!(spares.iter().all(|(_, len)| *len == 0));
-        spares_at_unmount = spares.iter().map(|(ino, _)| *ino).collect();
+        assert!(spares.iter().all(|(_, len, _)| *len == 0));
+        spares_at_unmount = spares;
         if round == "mounted" {
             fs.mount_with(&["--max-cache-entries", &limit]);
-            let adopted: HashSet<u64> = spare_files(&cache_dir).iter().map(|s| s.0).collect();
+            let mut adopted = spare_files(&cache_dir);
+            adopted.sort();
+            spares_at_unmount.sort();
             assert_eq!(adopted, spares_at_unmount, "the mount kept the spares");
         }
     }

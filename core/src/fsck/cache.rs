@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::open::Session;
 use super::{in_db, path_of, FsckError, FsckOptions, FsckReport};
 use crate::blocks::{self, data_object_name};
-use crate::cache::is_spare_name;
+use crate::cache::is_spare_dir;
 use crate::error::FsError;
 use crate::types::mode_bits;
 
@@ -60,8 +60,8 @@ fn read_dir(dir: &Path, report: &mut FsckReport) -> std::io::Result<Vec<(PathBuf
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         match name.as_deref().and_then(parse_name) {
             Some((ino, blockno)) => found.push((path, ino, blockno)),
-            // An empty file the mount reuses (see `cache::is_spare_name`).
-            None if name.as_deref().is_some_and(is_spare_name) => {}
+            // Empty files the mount reuses (see `cache::is_spare_dir`).
+            None if name.as_deref().is_some_and(is_spare_dir) => {}
             None => {
                 report.note(format!("removing stray cache file {}", path.display()));
                 std::fs::remove_file(&path)?;
