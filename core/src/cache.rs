@@ -136,6 +136,19 @@ struct RunningDeletes {
     idle: Notify,
 }
 
+/// Counts as one running deletion until dropped: [`BlockCache::wait_for_deletes`] waits
+/// for it. Taken by work that may start deletions later (freeing forgotten inodes), so that
+/// an unmount cannot slip between that work's commit and its deletions.
+pub(crate) struct PendingDeletion(Arc<RunningDeletes>);
+
+impl Drop for PendingDeletion {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// Settings of the block cache.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -677,13 +690,10 @@ impl BlockCache {
     /// them), in the background, as storage transfers (at most `max_connections` at a time
     /// with uploads and downloads). [`Self::wait_for_deletes`] waits for them.
     pub(crate) fn delete_objects(&self, obj_ids: Vec<u64>) {
-        self.deletes
-            .count
-            .fetch_add(obj_ids.len(), Ordering::Relaxed);
         for id in obj_ids {
             let store = self.store.clone();
             let transfers = Arc::clone(&self.transfers);
-            let deletes = Arc::clone(&self.deletes);
+            let pending = self.pending_deletion();
             tokio::spawn(async move {
                 let name = data_object_name(id);
                 let deleted = async {
@@ -697,18 +707,23 @@ impl BlockCache {
                         "could not delete unreferenced object {name}: {e} (fsck.s3ql removes it)"
                     );
                 }
-                if deletes.count.fetch_sub(1, Ordering::Relaxed) == 1 {
-                    deletes.idle.notify_waiters();
-                }
+                drop(pending);
             });
         }
     }
 
-    /// Waits until every deletion started by [`Self::delete_objects`] has ended.
+    /// A deletion that counts as running from now until the guard is dropped.
+    pub(crate) fn pending_deletion(&self) -> PendingDeletion {
+        self.deletes.count.fetch_add(1, Ordering::AcqRel);
+        PendingDeletion(Arc::clone(&self.deletes))
+    }
+
+    /// Waits until every deletion started by [`Self::delete_objects`], and every
+    /// [`PendingDeletion`], has ended.
     pub(crate) async fn wait_for_deletes(&self) {
         loop {
             let idle = self.deletes.idle.notified();
-            if self.deletes.count.load(Ordering::Relaxed) == 0 {
+            if self.deletes.count.load(Ordering::Acquire) == 0 {
                 return;
             }
             idle.await;

@@ -563,9 +563,10 @@ async fn unmount_waits_for_the_deletion_of_unreferenced_objects() {
     while fs.getattr(ino).await.is_ok() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let unmount = tokio::spawn(async move { fs.unmount().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!unmount.is_finished(), "unmount ended before the deletions");
+    let mut unmount = tokio::spawn(async move { fs.unmount().await });
+    if let Ok(ended) = tokio::time::timeout(Duration::from_millis(300), &mut unmount).await {
+        panic!("unmount ended before the deletions: {ended:?}");
+    }
     assert_eq!(data_objects().await, 40);
     open.add_permits(tokio::sync::Semaphore::MAX_PERMITS);
     unmount.await.expect("join").expect("unmount");

@@ -201,6 +201,8 @@ impl Filesystem {
         let Some(me) = self.me.upgrade().filter(|_| first) else {
             return;
         };
+        // Taken now, so that an unmount that follows this forget waits for the batch.
+        let pending = self.cache.pending_deletion();
         self.runtime.spawn(async move {
             // Let the rest of a burst of forgets arrive.
             tokio::task::yield_now().await;
@@ -215,6 +217,7 @@ impl Filesystem {
             if let Err(e) = me.free_unlinked(batch).await {
                 tracing::error!("could not free {n} forgotten inodes: {e}");
             }
+            drop(pending);
         });
     }
 
