@@ -26,13 +26,10 @@ use std::str::FromStr;
 
 use std::sync::Arc;
 
-use aes_gcm::aead::inout::InOutBuf;
-use aes_gcm::aead::{Aead, AeadInOut, Payload, Tag};
-use aes_gcm::Aes256Gcm;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
-use crate::crypto::{nonce_array, MasterKey};
+use crate::crypto::{MasterKey, NONCE_LEN, TAG_LEN};
 
 const MAGIC: &[u8; 6] = b"S3QLRS";
 /// The object format version this build writes.
@@ -42,10 +39,7 @@ const TRAILER_LEN: usize = 32;
 const ENCRYPTION_NONE: u8 = 0;
 const ENCRYPTION_AES_GCM: u8 = 1;
 const SEED_LEN: usize = 16;
-const NONCE_LEN: usize = 12;
 const ENCRYPTED_HEADER_LEN: usize = HEADER_LEN + SEED_LEN + NONCE_LEN;
-/// Length of the AES-GCM authentication tag at the end of an encrypted object.
-const TAG_LEN: usize = 16;
 
 /// An object that could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -299,22 +293,15 @@ impl Codec {
         rand::fill(&mut nonce[..]);
         out.extend_from_slice(&seed);
         out.extend_from_slice(&nonce);
-        let mut msg = Vec::with_capacity(8 + payload.len());
-        msg.extend_from_slice(&(plain.len() as u64).to_le_bytes());
-        msg.extend_from_slice(&payload);
         let mut aad = out.clone();
         aad.extend_from_slice(name.as_bytes());
-        let sealed = key
+        out.reserve(8 + payload.len() + TAG_LEN);
+        out.extend_from_slice(&(plain.len() as u64).to_le_bytes());
+        out.extend_from_slice(&payload);
+        let tag = key
             .object_cipher(&seed)
-            .encrypt(
-                &nonce_array(&nonce),
-                Payload {
-                    msg: &msg,
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-        out.extend_from_slice(&sealed);
+            .seal(&nonce, &aad, &mut out[ENCRYPTED_HEADER_LEN..]);
+        out.extend_from_slice(&tag);
         out
     }
 
@@ -369,31 +356,19 @@ fn decode_encrypted(key: &MasterKey, name: &str, object: Bytes) -> Result<Bytes,
         return Err(FormatError::Unauthentic);
     }
     let compression_id = object[7];
-    let sealed_end = object.len() - TAG_LEN;
     let head = &object[..ENCRYPTED_HEADER_LEN];
     let cipher = key.object_cipher(&head[HEADER_LEN..HEADER_LEN + SEED_LEN]);
-    let nonce = nonce_array(&head[HEADER_LEN + SEED_LEN..]);
+    let nonce = head[HEADER_LEN + SEED_LEN..].to_vec();
     let aad = [head, name.as_bytes()].concat();
-    let tag =
-        Tag::<Aes256Gcm>::try_from(&object[sealed_end..]).expect("the tag is TAG_LEN bytes long");
-    let msg = match object.try_into_mut() {
-        Ok(mut own) => {
-            let sealed = &mut own[ENCRYPTED_HEADER_LEN..sealed_end];
-            cipher
-                .decrypt_inout_detached(&nonce, &aad, sealed.into(), &tag)
-                .map_err(|_| FormatError::Unauthentic)?;
-            own.freeze().slice(ENCRYPTED_HEADER_LEN..sealed_end)
-        }
-        Err(shared) => {
-            let sealed = &shared[ENCRYPTED_HEADER_LEN..sealed_end];
-            let mut out = BytesMut::zeroed(sealed.len());
-            let buf = InOutBuf::new(sealed, &mut out).expect("buffers of equal length");
-            cipher
-                .decrypt_inout_detached(&nonce, &aad, buf, &tag)
-                .map_err(|_| FormatError::Unauthentic)?;
-            out.freeze()
-        }
-    };
+    let mut own = object
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    let len = cipher
+        .open(&nonce, &aad, &mut own[ENCRYPTED_HEADER_LEN..])
+        .map_err(|_| FormatError::Unauthentic)?;
+    let msg = own
+        .freeze()
+        .slice(ENCRYPTED_HEADER_LEN..ENCRYPTED_HEADER_LEN + len);
     let plain_len = plain_len(&msg)?;
     decompress(compression_id, msg.slice(8..), plain_len)
 }
