@@ -144,6 +144,17 @@ impl Compression {
         }
     }
 
+    /// The same algorithm at its cheapest level.
+    fn fastest(self) -> Self {
+        match self {
+            Compression::None => Compression::None,
+            Compression::Zstd(_) => Compression::Zstd(1),
+            Compression::Lzma(_) => Compression::Lzma(0),
+            Compression::Bzip2(_) => Compression::Bzip2(1),
+            Compression::Zlib(_) => Compression::Zlib(1),
+        }
+    }
+
     fn compress(self, data: &[u8]) -> std::io::Result<Vec<u8>> {
         match self {
             Compression::None => Ok(data.to_vec()),
@@ -207,8 +218,9 @@ const PROBE_SLICES: usize = 8;
 const PROBE_SLICE_LEN: usize = 4096;
 
 /// Whether compressing `plain` is not worth it: its evenly spread sample (8 slices of
-/// 4 KiB) does not shrink by at least 2 % with `compression`. Random, encrypted or already
-/// compressed data then costs 3 % of a full compression instead of all of it.
+/// 4 KiB) does not shrink by at least 2 % with the cheapest level of `compression`. Random,
+/// encrypted or already compressed data then costs a fraction of 3 % of a full compression
+/// instead of all of it.
 fn looks_incompressible(plain: &[u8], compression: Compression) -> bool {
     if plain.len() < PROBE_MIN_LEN {
         return false;
@@ -219,6 +231,7 @@ fn looks_incompressible(plain: &[u8], compression: Compression) -> bool {
         .copied()
         .collect();
     compression
+        .fastest()
         .compress(&sample)
         .map_or(true, |c| c.len() * 100 >= sample.len() * 98)
 }
