@@ -179,7 +179,7 @@ impl Filesystem {
     }
 
     /// Blocks fetched ahead of a sequential reader: enough to keep every connection busy,
-    /// bounded to [`READ_AHEAD_BYTES`] of memory.
+    /// bounded to [`READ_AHEAD_BYTES`] of downloads in flight.
     fn read_ahead_blocks(&self) -> u64 {
         (READ_AHEAD_BYTES / self.block_size).clamp(1, self.opts.max_connections.max(1) as u64)
     }
