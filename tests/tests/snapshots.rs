@@ -851,10 +851,12 @@ fn cache_entries_are_bounded_and_their_files_reused() {
         spares_at_unmount = spares;
         if round == "mounted" {
             fs.mount_with(&["--max-cache-entries", &limit]);
-            let mut adopted = spare_files(&cache_dir);
-            adopted.sort();
-            spares_at_unmount.sort();
-            assert_eq!(adopted, spares_at_unmount, "the mount kept the spares");
+            // Kept, and maybe joined by new ones made ahead of demand.
+            let adopted = spare_files(&cache_dir);
+            assert!(
+                spares_at_unmount.iter().all(|s| adopted.contains(s)),
+                "the mount kept the spares"
+            );
         }
     }
 }

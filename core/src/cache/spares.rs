@@ -9,14 +9,22 @@
 //!
 //! Guarantees: a spare holds no bytes (a file is emptied before it becomes a spare); at
 //! most `max` spares are kept; spares survive unmount, and the next mount adopts them in
-//! the background (listing thousands of them would lengthen the mount).
+//! the background (listing thousands of them would lengthen the mount). When fewer than
+//! [`MAKE_BELOW`] are left, a background thread makes new empty ones, so that a writer
+//! filling a fresh cache does not allocate an inode per block on its request path.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 const SUBDIR: &str = "spare";
+/// Fewer spares than this wake the background thread that makes new ones...
+const MAKE_BELOW: usize = 16;
+/// ...until there are this many, or half of `max`: the rest of the room is for retired
+/// files, which must not be deleted for want of room while new spares are made.
+const MAKE_UP_TO: usize = 64;
 
 /// Whether `name`, an entry of the cache directory, is the directory of the spares.
 pub(crate) fn is_spare_dir(name: &str) -> bool {
@@ -34,6 +42,8 @@ pub(super) struct Spares {
     /// Number of the next spare.
     next: AtomicU64,
     max: usize,
+    /// Wakes the background thread to make spares (a full channel means it is awake).
+    wake_maker: SyncSender<()>,
 }
 
 #[derive(Default)]
@@ -53,12 +63,14 @@ impl Spares {
         let dir = cache_dir.join(SUBDIR);
         std::fs::create_dir_all(&dir)?;
         let first = rand::random::<u64>() >> 1;
+        let (wake_maker, woken) = sync_channel(1);
         let spares = Arc::new(Self {
             dir,
             pool: Mutex::new(Pool::default()),
             first,
             next: AtomicU64::new(first),
             max,
+            wake_maker,
         });
         let mut others = Vec::new();
         for entry in std::fs::read_dir(cache_dir)? {
@@ -75,11 +87,53 @@ impl Spares {
         for path in others {
             spares.retire(&path);
         }
-        let adopting = Arc::clone(&spares);
+        let background = Arc::downgrade(&spares);
         std::thread::Builder::new()
             .name("s3ql-spares".into())
-            .spawn(move || adopting.adopt_existing())?;
+            .spawn(move || Self::run_background(&background, &woken))?;
         Ok(spares)
+    }
+
+    /// The background thread: adopts the spares of earlier mounts, then makes new ones
+    /// whenever woken, until the spares are dropped.
+    fn run_background(spares: &Weak<Self>, woken: &Receiver<()>) {
+        if let Some(spares) = spares.upgrade() {
+            spares.adopt_existing();
+            spares.make_new();
+        }
+        while woken.recv().is_ok() {
+            let Some(spares) = spares.upgrade() else {
+                return;
+            };
+            spares.make_new();
+        }
+    }
+
+    /// Makes new empty spares until there are [`MAKE_UP_TO`] (or half of `max`), or one
+    /// cannot be made.
+    fn make_new(&self) {
+        let target = MAKE_UP_TO.min(self.max / 2);
+        loop {
+            {
+                let mut pool = self.pool();
+                if pool.free.len() + pool.pending >= target {
+                    return;
+                }
+                pool.pending += 1;
+            }
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let made = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(self.path(n))
+                .is_ok();
+            let mut pool = self.pool();
+            pool.pending -= 1;
+            if !made {
+                return;
+            }
+            pool.free.push(n);
+        }
     }
 
     /// Adds the spares left by earlier mounts to the pool (deletes those past `max`); one
@@ -158,7 +212,15 @@ impl Spares {
     /// did (if not, `path` is left as it was). `path` must not exist.
     pub(super) fn take(&self, path: &Path) -> bool {
         loop {
-            let Some(n) = self.pool().free.pop() else {
+            let taken = {
+                let mut pool = self.pool();
+                if pool.free.len() <= MAKE_BELOW {
+                    // Full: the thread is already woken.
+                    let _ = self.wake_maker.try_send(());
+                }
+                pool.free.pop()
+            };
+            let Some(n) = taken else {
                 return false;
             };
             if std::fs::rename(self.path(n), path).is_ok() {
@@ -194,26 +256,54 @@ mod tests {
         }
     }
 
+    fn assert_all_empty(dir: &Path) {
+        for name in files(dir) {
+            let meta = std::fs::metadata(dir.join(&name)).expect("stat");
+            assert_eq!(meta.len(), 0, "spare {name} holds bytes");
+        }
+    }
+
     #[test]
-    fn retired_files_are_emptied_reused_and_bounded() {
+    fn spares_are_made_ahead_and_retired_files_emptied_and_reused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spares = Spares::open(dir.path(), 2).expect("open");
-        wait_for_len(&spares, 0);
+        let spare_dir = dir.path().join("spare");
+        let spares = Spares::open(dir.path(), 1000).expect("open");
+        wait_for_len(&spares, MAKE_UP_TO);
         for name in ["1-0", "1-1", "1-2"] {
             std::fs::write(dir.path().join(name), b"data").expect("write");
             spares.retire(&dir.path().join(name));
         }
-        assert_eq!(files(dir.path()), ["spare"], "the third was deleted");
-        assert_eq!(files(&dir.path().join("spare")).len(), 2);
+        assert_eq!(files(dir.path()), ["spare"]);
+        assert_eq!(spares.len(), MAKE_UP_TO + 3);
+        assert_eq!(files(&spare_dir).len(), MAKE_UP_TO + 3);
+        assert_all_empty(&spare_dir);
         spares.retire(&dir.path().join("missing"));
-        assert_eq!(spares.len(), 2);
+        assert_eq!(spares.len(), MAKE_UP_TO + 3);
 
         let new = dir.path().join("7-3");
         assert!(spares.take(&new));
         assert_eq!(std::fs::read(&new).expect("read"), b"");
+        assert_eq!(files(&spare_dir).len(), MAKE_UP_TO + 2);
+    }
+
+    #[test]
+    fn spares_are_bounded_and_replaced_when_taken() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spare_dir = dir.path().join("spare");
+        let spares = Spares::open(dir.path(), 2).expect("open");
+        wait_for_len(&spares, 1);
+        for name in ["1-0", "1-1"] {
+            std::fs::write(dir.path().join(name), b"data").expect("write");
+            spares.retire(&dir.path().join(name));
+        }
+        assert_eq!(files(dir.path()), ["spare"], "1-1 found no room: deleted");
+        assert_eq!(files(&spare_dir).len(), 2);
+        assert_all_empty(&spare_dir);
+        assert!(spares.take(&dir.path().join("7-3")));
         assert!(spares.take(&dir.path().join("7-4")));
-        assert!(!spares.take(&dir.path().join("7-5")), "no spare left");
-        assert_eq!(files(dir.path()), ["7-3", "7-4", "spare"]);
+        wait_for_len(&spares, 1);
+        assert_eq!(files(&spare_dir).len(), 1);
+        assert_all_empty(&spare_dir);
     }
 
     #[test]
@@ -229,13 +319,12 @@ mod tests {
             ["spare"],
             "no stale file once open returns"
         );
-        wait_for_len(&spares, 2);
+        // The two adopted (5, and 3-0 emptied), then new ones up to half the bound.
+        wait_for_len(&spares, 5);
         let kept = files(&dir.path().join("spare"));
-        assert_eq!(kept.len(), 2);
-        for name in kept {
-            let len = std::fs::metadata(dir.path().join("spare").join(name)).expect("stat");
-            assert_eq!(len.len(), 0);
-        }
+        assert_eq!(kept.len(), 5);
+        assert!(kept.iter().any(|n| n == "5"), "spare 5 adopted: {kept:?}");
+        assert_all_empty(&dir.path().join("spare"));
         assert!(is_spare_dir("spare") && !is_spare_dir("6-0"));
     }
 }
