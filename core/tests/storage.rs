@@ -576,3 +576,41 @@ async fn unmount_waits_for_the_deletion_of_unreferenced_objects() {
         "objects left after a clean unmount"
     );
 }
+
+/// An inode whose last name is removed while the kernel still references it outlives an
+/// unmount that comes first; the next mount frees it, with its objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_mount_frees_what_an_unmount_left_unlinked() {
+    let memory = MemoryStore::new();
+    let store: Arc<dyn ObjectStore> = Arc::new(memory.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    mkfs(store.clone(), dir.path(), BLOCK).await;
+    let data_objects = || async { memory.list("s3ql_data_").await.expect("list").len() };
+    let fs = Filesystem::mount(store.clone(), options(dir.path()))
+        .await
+        .expect("mount");
+    write_file(&fs, "kept", &data(1, 3 * BLOCK as usize)).await;
+    write_file(&fs, "open", &data(2, 5 * BLOCK as usize)).await;
+    let ino = fs
+        .lookup(ROOT_INODE, OsStr::new("open"))
+        .await
+        .expect("lookup")
+        .ino;
+    fs.unlink(ROOT_INODE, OsStr::new("open"))
+        .await
+        .expect("unlink");
+    fs.unmount().await.expect("unmount");
+    drop(fs);
+    assert_eq!(
+        data_objects().await,
+        8,
+        "the unlinked file outlived the unmount"
+    );
+
+    let fs = Filesystem::mount(store.clone(), options(dir.path()))
+        .await
+        .expect("remount");
+    assert!(fs.getattr(ino).await.is_err(), "inode {ino} still exists");
+    fs.unmount().await.expect("unmount");
+    assert_eq!(data_objects().await, 3, "objects of the freed inode left");
+}

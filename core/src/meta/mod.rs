@@ -7,4 +7,6 @@ pub(crate) mod upload;
 
 pub(crate) use db::run_statements_here;
 pub use db::Db;
-pub(crate) use schema::{create_schema, create_temp_tables, META_NEXT_OBJECT_ID};
+pub(crate) use schema::{
+    create_later_indexes, create_schema, create_temp_tables, META_NEXT_OBJECT_ID,
+};

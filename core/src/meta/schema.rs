@@ -70,6 +70,15 @@ CREATE TABLE fs_meta (
 );
 ";
 
+/// Indexes added after the first databases were made: [`create_schema`] makes them, and a
+/// mount adds them to a database that lacks them (a one-time scan). `inodes_unlinked` holds
+/// only the inodes whose last name is gone, so that the mount finds those left open by
+/// the previous one without reading every inode (at a million files, that read took
+/// 0.3-0.8 s of the mount with the page cache dropped).
+const LATER_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS inodes_unlinked ON inodes (id) WHERE nlink = 0;
+";
+
 /// Temporary tables of the owner connection for set-based operations on many inodes (whole
 /// trees). They are never part of the stored metadata; whoever fills one empties it first.
 const TEMP_SCHEMA: &str = "
@@ -86,9 +95,15 @@ pub(crate) fn create_temp_tables(conn: &Connection) -> rusqlite::Result<()> {
 /// Creates every table of an empty database.
 pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
+    create_later_indexes(conn)?;
     conn.execute(
         "INSERT INTO fs_meta (key, value) VALUES (?1, 1)",
         [META_NEXT_OBJECT_ID],
     )?;
     Ok(())
+}
+
+/// Adds the indexes of [`LATER_INDEXES`] that `conn`'s database lacks.
+pub(crate) fn create_later_indexes(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(LATER_INDEXES)
 }
