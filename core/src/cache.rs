@@ -395,7 +395,7 @@ impl BlockCache {
                 }
                 // Here rather than on a runtime worker, which other tasks wait for.
                 spares.take(&path);
-                std::fs::write(&path, &plain).map_err(|e| FsError::Io(e.kind().into()))?;
+                std::fs::write(&path, &plain)?;
                 Ok(plain)
             })
             .await?
