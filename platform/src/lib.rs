@@ -22,6 +22,7 @@ pub mod mounts;
 pub mod options;
 pub mod paths;
 pub mod prompt;
+pub mod readahead;
 pub mod sd_notify;
 pub mod storage_url;
 pub mod unlock;

@@ -402,6 +402,7 @@ fn serve_inner(
         "Filesystem mounted at {} (adapter {adapter:?})",
         mountpoint.display()
     );
+    crate::readahead::raise_kernel_readahead(&mountpoint);
 
     if let Some(pipe) = pipe.take() {
         if let Err(e) = daemon::detach_stdio() {
