@@ -600,7 +600,7 @@ fn run_case(test: &str, name: &'static str, action: Action, skip: u64) {
                 .expect("lost+found");
             assert_eq!(names(&fs, lost.ino).await, Vec::<String>::new());
             assert_eq!(
-                fs.check_refcounts().await.expect("check"),
+                fs.check_counts().await.expect("check"),
                 Vec::<String>::new()
             );
             let (attr, fh) = fs

@@ -170,7 +170,7 @@ fn crash_then_fsck_keeps_everything_fsynced() {
         write_file(&fs, "after", &small, true).await;
         assert_eq!(read_file(&fs, "after").await, small);
         assert_eq!(
-            fs.check_refcounts().await.expect("check"),
+            fs.check_counts().await.expect("check"),
             Vec::<String>::new()
         );
         fs.unmount().await.expect("unmount");
@@ -217,7 +217,8 @@ fn damaged_filesystems_are_reported_and_repaired() {
                 "UPDATE block_refcounts SET refcount = 7
                  WHERE id = (SELECT block_id FROM inode_blocks WHERE inode = {shared});
                  INSERT INTO contents (parent, name, inode) VALUES (1, CAST('ghost' AS BLOB), 9999);
-                 DELETE FROM contents WHERE inode = {orphan};"
+                 DELETE FROM contents WHERE inode = {orphan};
+                 UPDATE fs_meta SET value = value + 5 WHERE key = 'total_inodes';"
             ),
         );
         // Stale lock of a mount that is gone.
@@ -254,6 +255,7 @@ fn damaged_filesystems_are_reported_and_repaired() {
             "entry \"ghost\" in / points to missing inode 9999; removed",
             &format!("inode {orphan} is not reachable from the root; moved to /lost+found/inode-{orphan}"),
             "stale mount lock of host elsewhere, pid 4000000",
+            "running totals: stored",
         ] {
             assert!(has(&report, needle), "{needle:?} not in {:#?}", report.problems);
         }
@@ -272,6 +274,55 @@ fn damaged_filesystems_are_reported_and_repaired() {
             .await
             .expect("moved orphan");
         assert_eq!(moved.ino, orphan);
+        fs.unmount().await.expect("unmount");
+    });
+}
+
+#[test]
+fn a_mount_counts_the_totals_of_a_database_without_them_and_statfs_follows_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MemoryStore::new();
+    let rt = runtime();
+    rt.block_on(async {
+        let fs = common::mkfs_and_mount(&store, dir.path(), BLOCK).await;
+        let a = write_file(&fs, "a", &pattern(1, 3 * BLOCK as usize), true).await;
+        fs.unmount().await.expect("unmount");
+        drop(fs);
+        // A database made before the totals existed.
+        damage_db(
+            dir.path(),
+            "DROP TRIGGER totals_inode_added; DROP TRIGGER totals_block_removed;
+             DELETE FROM fs_meta WHERE key IN ('total_inodes', 'total_stored_bytes');",
+        );
+        let fs = mount(&store, dir.path()).await;
+        assert_eq!(
+            fs.check_counts().await.expect("check"),
+            Vec::<String>::new()
+        );
+        let before = fs.statfs().await.expect("statfs");
+        write_file(&fs, "b", &pattern(2, 2 * BLOCK as usize), true).await;
+        fs.flush_cache().await.expect("flush");
+        let grown = fs.statfs().await.expect("statfs");
+        assert_eq!(grown.files, before.files + 1);
+        // The stored bytes (compressed, so not comparable here) match a recount.
+        assert_eq!(
+            fs.check_counts().await.expect("check"),
+            Vec::<String>::new()
+        );
+        fs.unlink(ROOT_INODE, OsStr::new("a"))
+            .await
+            .expect("unlink");
+        fs.forget(a, 1);
+        // The unmount waits for the freeing of the forgotten inode.
+        fs.unmount().await.expect("unmount");
+        drop(fs);
+        let fs = mount(&store, dir.path()).await;
+        let shrunk = fs.statfs().await.expect("statfs");
+        assert_eq!(shrunk.files, before.files);
+        assert_eq!(
+            fs.check_counts().await.expect("check"),
+            Vec::<String>::new()
+        );
         fs.unmount().await.expect("unmount");
     });
 }

@@ -746,7 +746,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
         );
     }
     prop_assert_eq!(
-        real.fs.check_refcounts().await.expect("check"),
+        real.fs.check_counts().await.expect("check"),
         Vec::<String>::new()
     );
     real.fs.unmount().await.expect("unmount");
@@ -763,7 +763,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
         "after remount from the store alone"
     );
     prop_assert_eq!(
-        real.fs.check_refcounts().await.expect("check"),
+        real.fs.check_counts().await.expect("check"),
         Vec::<String>::new()
     );
     real.fs.unmount().await.expect("unmount");

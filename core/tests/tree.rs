@@ -135,7 +135,7 @@ async fn copy_while_writing_is_point_in_time() {
         "copies should grow: {totals:?}"
     );
     assert!(*totals.last().unwrap_or(&0) as u64 <= written);
-    assert!(fs.check_refcounts().await.expect("check").is_empty());
+    assert!(fs.check_counts().await.expect("check").is_empty());
     fs.unmount().await.expect("unmount");
 }
 
@@ -201,7 +201,7 @@ async fn copies_are_independent() {
     let c = fs.lookup(copy, name("f")).await.expect("f").ino;
     assert!(read_all(&fs, f).await == src_expect, "source after remount");
     assert!(read_all(&fs, c).await == copy_expect, "copy after remount");
-    assert!(fs.check_refcounts().await.expect("check").is_empty());
+    assert!(fs.check_counts().await.expect("check").is_empty());
     fs.unmount().await.expect("unmount");
 }
 
@@ -272,7 +272,7 @@ async fn lock_stops_writes_through_open_handles() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(inodes, 3, "only root, ctrl and lost+found are left");
-    assert!(fs.check_refcounts().await.expect("check").is_empty());
+    assert!(fs.check_counts().await.expect("check").is_empty());
     fs.unmount().await.expect("unmount");
 }
 
@@ -324,7 +324,7 @@ async fn remove_tree_keeps_outside_links_and_frees_the_rest() {
     assert_eq!(after.inodes, before.inodes - 3, "d, sub and a are gone");
     assert_eq!(after.entries, before.entries - 5);
     assert_data_objects(&store, 1, "only b's block is left").await;
-    assert!(fs.check_refcounts().await.expect("check").is_empty());
+    assert!(fs.check_counts().await.expect("check").is_empty());
     fs.unmount().await.expect("unmount");
 }
 

@@ -1,9 +1,11 @@
-//! Consistency checks of derived data, shared by the tests and fsck.
+//! Consistency checks of derived data (reference counts, running totals), shared by the
+//! tests and fsck.
 
 use rusqlite::Connection;
 
 use super::Filesystem;
 use crate::error::FsResult;
+use crate::meta;
 
 /// What a reference count counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,16 +128,35 @@ pub(crate) fn refcount_mismatches(c: &Connection) -> FsResult<Vec<Mismatch>> {
     Ok(found)
 }
 
+/// The running totals (see `meta::schema`) if they differ from the ones counted from the
+/// tables (or were never stored), as one line saying both.
+pub(crate) fn totals_mismatch(c: &Connection) -> FsResult<Option<String>> {
+    let stored = meta::stored_totals(c)?;
+    let (inodes, bytes) = meta::counted_totals(c)?;
+    Ok(match stored {
+        Some(totals) if totals == (inodes, bytes) => None,
+        Some((s_inodes, s_bytes)) => Some(format!(
+            "running totals: stored {s_inodes} inodes and {s_bytes} stored bytes, counted {inodes} and {bytes}"
+        )),
+        None => Some(format!(
+            "running totals: none stored, counted {inodes} inodes and {bytes} stored bytes"
+        )),
+    })
+}
+
 impl Filesystem {
-    /// Compares every stored reference count with the one recomputed from the tables;
-    /// returns one line per difference (empty when consistent).
-    pub async fn check_refcounts(&self) -> FsResult<Vec<String>> {
+    /// Compares every stored reference count, and the running totals of `statfs`, with
+    /// those recomputed from the tables; returns one line per difference (empty when
+    /// consistent).
+    pub async fn check_counts(&self) -> FsResult<Vec<String>> {
         self.db
             .call(|c| {
-                Ok(refcount_mismatches(c)?
+                let mut found: Vec<String> = refcount_mismatches(c)?
                     .iter()
                     .map(ToString::to_string)
-                    .collect())
+                    .collect();
+                found.extend(totals_mismatch(c)?);
+                Ok(found)
             })
             .await
     }

@@ -9,7 +9,8 @@ use super::inode;
 use super::namespace::NewNode;
 use super::Filesystem;
 use crate::cache::READ_AHEAD_BYTES;
-use crate::error::{errno, FsResult};
+use crate::error::{errno, FsError, FsResult};
+use crate::meta;
 use crate::types::{mode_bits, Attr, Caller, SetAttr, StatFs, TimeSet, Timestamp, CTRL_INODE};
 
 /// `fallocate` mode: do not change the file size. The FUSE protocol carries Linux's value
@@ -348,14 +349,12 @@ impl Filesystem {
         const FRSIZE: u64 = 4096;
         const FREE_BLOCKS: u64 = 1 << 40;
         const FREE_INODES: u64 = 1 << 32;
-        let (stored, inodes): (u64, u64) = self
+        // The running totals, which the mount made sure exist (see `meta::schema`).
+        let (inodes, stored) = self
             .db
-            .call(|c| {
-                Ok(c.query_row(
-                    "SELECT (SELECT COALESCE(SUM(stored_size), 0) FROM blocks), (SELECT COUNT(*) FROM inodes)",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?)
+            .query(|c| {
+                meta::stored_totals(c)?
+                    .ok_or_else(|| FsError::Inconsistent("the running totals are missing".into()))
             })
             .await?;
         let used = stored.div_ceil(FRSIZE);

@@ -335,7 +335,7 @@ impl Filesystem {
         params.save_local(&paths.params)?;
 
         let db = Db::open(&paths.db)?;
-        db.call(|c| Ok(meta::create_later_indexes(c)?)).await?;
+        db.call(|c| Ok(meta::create_later_schema(c)?)).await?;
         let probed_names = db.call(super::xattr::ProbedNames::load).await?;
         let cache = BlockCache::new(
             CacheConfig {

@@ -1,12 +1,13 @@
-//! Derived numbers: reference counts, inode sizes, the next object number.
+//! Derived numbers: reference counts, inode sizes, the next object number, the running
+//! totals of `statfs`.
 
 use rusqlite::{params, Connection};
 
 use super::{path_of, FsckReport};
 use crate::blocks;
 use crate::error::FsResult;
-use crate::fs::check::refcount_mismatches;
-use crate::meta::META_NEXT_OBJECT_ID;
+use crate::fs::check::{refcount_mismatches, totals_mismatch};
+use crate::meta::{self, META_NEXT_OBJECT_ID};
 
 /// Stores every recomputed reference count that differs (see `fs::check`); blocks left
 /// without reference are dropped. Returns their objects, to delete after commit.
@@ -69,5 +70,18 @@ pub(super) fn next_object_id(
             "next object number {next} is already in use; set to {needed}"
         ));
     }
+    Ok(())
+}
+
+/// Recounts the running totals of `statfs` (and adds their triggers to a database that
+/// lacks them); stored totals that differ are a problem, repaired.
+pub(super) fn totals(c: &Connection, report: &mut FsckReport) -> FsResult<()> {
+    if let Some(mismatch) = totals_mismatch(c)? {
+        if meta::stored_totals(c)?.is_some() {
+            report.problem(mismatch);
+        }
+        meta::recount_totals(c)?;
+    }
+    meta::create_later_schema(c)?;
     Ok(())
 }

@@ -268,6 +268,7 @@ impl open::Session {
             counts::next_object_id(c, max_seen, r)
         })
         .await?;
+        step(db, "Checking the totals", report, counts::totals).await?;
         progress("Checking for unreferenced objects");
         let listed = stored.clone();
         let mut extra = in_db(db, move |c| objects::unreferenced(c, &listed)).await?;

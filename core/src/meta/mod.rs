@@ -8,5 +8,6 @@ pub(crate) mod upload;
 pub(crate) use db::run_statements_here;
 pub use db::Db;
 pub(crate) use schema::{
-    create_later_indexes, create_schema, create_temp_tables, META_NEXT_OBJECT_ID,
+    counted_totals, create_later_schema, create_schema, create_temp_tables, recount_totals,
+    stored_totals, META_NEXT_OBJECT_ID,
 };

@@ -79,6 +79,45 @@ const LATER_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS inodes_unlinked ON inodes (id) WHERE nlink = 0;
 ";
 
+/// Key in `fs_meta` of the number of rows of `inodes` (named in [`TOTALS_TRIGGERS`] too).
+const META_TOTAL_INODES: &str = "total_inodes";
+/// Key in `fs_meta` of the sum of `blocks.stored_size` (named in [`TOTALS_TRIGGERS`] too).
+const META_TOTAL_STORED_BYTES: &str = "total_stored_bytes";
+
+/// Triggers that keep the totals of `statfs` in `fs_meta` in the same transaction as
+/// every change of `inodes` and `blocks`, so that `statfs` reads two rows instead of
+/// counting a million (0.06-0.18 s at a million files, during which the database serves
+/// nothing else). The core never uses `REPLACE` on these tables (it would insert without
+/// the matching delete trigger).
+const TOTALS_TRIGGERS: [(&str, &str); 5] = [
+    (
+        "totals_inode_added",
+        "AFTER INSERT ON inodes BEGIN
+         UPDATE fs_meta SET value = value + 1 WHERE key = 'total_inodes'; END",
+    ),
+    (
+        "totals_inode_removed",
+        "AFTER DELETE ON inodes BEGIN
+         UPDATE fs_meta SET value = value - 1 WHERE key = 'total_inodes'; END",
+    ),
+    (
+        "totals_block_added",
+        "AFTER INSERT ON blocks BEGIN
+         UPDATE fs_meta SET value = value + NEW.stored_size WHERE key = 'total_stored_bytes'; END",
+    ),
+    (
+        "totals_block_removed",
+        "AFTER DELETE ON blocks BEGIN
+         UPDATE fs_meta SET value = value - OLD.stored_size WHERE key = 'total_stored_bytes'; END",
+    ),
+    (
+        "totals_block_resized",
+        "AFTER UPDATE OF stored_size ON blocks BEGIN
+         UPDATE fs_meta SET value = value + NEW.stored_size - OLD.stored_size
+         WHERE key = 'total_stored_bytes'; END",
+    ),
+];
+
 /// Temporary tables of the owner connection for set-based operations on many inodes (whole
 /// trees). They are never part of the stored metadata; whoever fills one empties it first.
 const TEMP_SCHEMA: &str = "
@@ -95,7 +134,7 @@ pub(crate) fn create_temp_tables(conn: &Connection) -> rusqlite::Result<()> {
 /// Creates every table of an empty database.
 pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
-    create_later_indexes(conn)?;
+    create_later_schema(conn)?;
     conn.execute(
         "INSERT INTO fs_meta (key, value) VALUES (?1, 1)",
         [META_NEXT_OBJECT_ID],
@@ -103,7 +142,50 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Adds the indexes of [`LATER_INDEXES`] that `conn`'s database lacks.
-pub(crate) fn create_later_indexes(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(LATER_INDEXES)
+/// Adds what [`LATER_INDEXES`] and [`TOTALS_TRIGGERS`] define and `conn`'s database
+/// lacks. Where a totals trigger or total is missing, the totals are counted from the
+/// tables first (a one-time scan), in the caller's transaction, so no change escapes them.
+pub(crate) fn create_later_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(LATER_INDEXES)?;
+    let present: usize = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'totals\\_%' ESCAPE '\\'",
+        [],
+        |r| r.get(0),
+    )?;
+    if present != TOTALS_TRIGGERS.len() || stored_totals(conn)?.is_none() {
+        recount_totals(conn)?;
+        for (name, body) in TOTALS_TRIGGERS {
+            conn.execute_batch(&format!("CREATE TRIGGER IF NOT EXISTS {name} {body};"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The totals kept by the triggers: `(inodes, stored bytes)`; `None` if never counted.
+pub(crate) fn stored_totals(conn: &Connection) -> rusqlite::Result<Option<(u64, u64)>> {
+    conn.query_row(
+        "SELECT (SELECT value FROM fs_meta WHERE key = ?1),
+                (SELECT value FROM fs_meta WHERE key = ?2)",
+        [META_TOTAL_INODES, META_TOTAL_STORED_BYTES],
+        |r| Ok(r.get::<_, Option<u64>>(0)?.zip(r.get::<_, Option<u64>>(1)?)),
+    )
+}
+
+/// The totals counted from the tables: `(inodes, stored bytes)` (a full scan).
+pub(crate) fn counted_totals(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM inodes), (SELECT COALESCE(SUM(stored_size), 0) FROM blocks)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// Stores the totals counted from the tables.
+pub(crate) fn recount_totals(conn: &Connection) -> rusqlite::Result<()> {
+    let (inodes, stored) = counted_totals(conn)?;
+    let mut put =
+        conn.prepare_cached("INSERT OR REPLACE INTO fs_meta (key, value) VALUES (?1, ?2)")?;
+    put.execute(rusqlite::params![META_TOTAL_INODES, inodes])?;
+    put.execute(rusqlite::params![META_TOTAL_STORED_BYTES, stored])?;
+    Ok(())
 }
