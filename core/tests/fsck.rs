@@ -324,6 +324,19 @@ fn a_mount_counts_the_totals_of_a_database_without_them_and_statfs_follows_them(
             Vec::<String>::new()
         );
         fs.unmount().await.expect("unmount");
+        drop(fs);
+        // A negative total (only damage makes one) is counted again, not an error.
+        damage_db(
+            dir.path(),
+            "UPDATE fs_meta SET value = -7 WHERE key = 'total_inodes';",
+        );
+        let fs = mount(&store, dir.path()).await;
+        assert_eq!(fs.statfs().await.expect("statfs").files, before.files);
+        assert_eq!(
+            fs.check_counts().await.expect("check"),
+            Vec::<String>::new()
+        );
+        fs.unmount().await.expect("unmount");
     });
 }
 

@@ -349,7 +349,8 @@ impl Filesystem {
         const FRSIZE: u64 = 4096;
         const FREE_BLOCKS: u64 = 1 << 40;
         const FREE_INODES: u64 = 1 << 32;
-        // The running totals, which the mount made sure exist (see `meta::schema`).
+        // The running totals, which the mount made sure exist and are not negative (see
+        // `meta::schema`).
         let (inodes, stored) = self
             .db
             .query(|c| {
@@ -357,6 +358,7 @@ impl Filesystem {
                     .ok_or_else(|| FsError::Inconsistent("the running totals are missing".into()))
             })
             .await?;
+        let (inodes, stored) = (inodes.max(0) as u64, stored.max(0) as u64);
         let used = stored.div_ceil(FRSIZE);
         Ok(StatFs {
             blocks: used + FREE_BLOCKS,

@@ -143,8 +143,9 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Adds what [`LATER_INDEXES`] and [`TOTALS_TRIGGERS`] define and `conn`'s database
-/// lacks. Where a totals trigger or total is missing, the totals are counted from the
-/// tables first (a one-time scan), in the caller's transaction, so no change escapes them.
+/// lacks. Where a totals trigger or total is missing (or a total is negative, which only
+/// damage can make), the totals are counted from the tables first (a one-time scan), in
+/// the caller's transaction, so no change escapes them.
 pub(crate) fn create_later_schema(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(LATER_INDEXES)?;
     let present: usize = conn.query_row(
@@ -152,7 +153,8 @@ pub(crate) fn create_later_schema(conn: &Connection) -> rusqlite::Result<()> {
         [],
         |r| r.get(0),
     )?;
-    if present != TOTALS_TRIGGERS.len() || stored_totals(conn)?.is_none() {
+    let valid = matches!(stored_totals(conn)?, Some((inodes, bytes)) if inodes >= 0 && bytes >= 0);
+    if present != TOTALS_TRIGGERS.len() || !valid {
         recount_totals(conn)?;
         for (name, body) in TOTALS_TRIGGERS {
             conn.execute_batch(&format!("CREATE TRIGGER IF NOT EXISTS {name} {body};"))?;
@@ -162,17 +164,18 @@ pub(crate) fn create_later_schema(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The totals kept by the triggers: `(inodes, stored bytes)`; `None` if never counted.
-pub(crate) fn stored_totals(conn: &Connection) -> rusqlite::Result<Option<(u64, u64)>> {
+/// Signed, as stored: a damaged database may hold a negative one.
+pub(crate) fn stored_totals(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
     conn.query_row(
         "SELECT (SELECT value FROM fs_meta WHERE key = ?1),
                 (SELECT value FROM fs_meta WHERE key = ?2)",
         [META_TOTAL_INODES, META_TOTAL_STORED_BYTES],
-        |r| Ok(r.get::<_, Option<u64>>(0)?.zip(r.get::<_, Option<u64>>(1)?)),
+        |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)),
     )
 }
 
 /// The totals counted from the tables: `(inodes, stored bytes)` (a full scan).
-pub(crate) fn counted_totals(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+pub(crate) fn counted_totals(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     conn.query_row(
         "SELECT (SELECT COUNT(*) FROM inodes), (SELECT COALESCE(SUM(stored_size), 0) FROM blocks)",
         [],
