@@ -381,6 +381,7 @@ impl BlockCache {
         let codec = self.cfg.codec.clone();
         let object_name = name.clone();
         let path = self.path(key);
+        let loading = self.cfg.dir.join(format!("{}-{}.loading", key.0, key.1));
         let spares = Arc::clone(&self.spares);
         let plain = self
             .on_cpu(move || -> FsResult<Bytes> {
@@ -393,10 +394,21 @@ impl BlockCache {
                     )
                     .into());
                 }
-                // Here rather than on a runtime worker, which other tasks wait for.
-                spares.take(&path);
-                std::fs::write(&path, &plain)?;
-                Ok(plain)
+                // Written under a name of its own and renamed once whole: fsck takes any
+                // block file that differs from the metadata for newer data, so a file torn
+                // by a crash or a full disk must never carry the block's name. Here rather
+                // than on a runtime worker, which other tasks wait for.
+                spares.take(&loading);
+                let written = std::fs::write(&loading, &plain)
+                    .map_err(FsError::from)
+                    .and_then(|()| {
+                        failpoint!(CACHE_LOADED);
+                        Ok(std::fs::rename(&loading, &path)?)
+                    });
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&loading);
+                }
+                written.map(|()| plain)
             })
             .await?
             .inspect_err(|e| {

@@ -20,6 +20,9 @@ use std::sync::Mutex;
 
 /// Before bytes are written into a block's cache file.
 pub const CACHE_WRITE: &str = "cache.write";
+/// A block downloaded for a read is written whole under its temporary name; its cache
+/// file does not exist yet.
+pub const CACHE_LOADED: &str = "cache.loaded";
 /// Before the cache files of an inode are fsynced.
 pub const CACHE_FSYNC: &str = "cache.fsync";
 /// Write-back: a block snapshot is hashed; nothing is reserved or stored yet.
@@ -56,6 +59,7 @@ pub const META_EXPIRE: &str = "meta.expire";
 /// Every failpoint, in the order of the durable steps.
 pub const ALL: &[&str] = &[
     CACHE_WRITE,
+    CACHE_LOADED,
     CACHE_FSYNC,
     WRITEBACK_HASHED,
     WRITEBACK_PUT,

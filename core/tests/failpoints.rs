@@ -4,9 +4,10 @@
 //! cargo test -p s3ql-core --features failpoints --test failpoints
 //! ```
 //!
-//! Each case runs a scripted workload (writes, truncates, unlinks, fsyncs, flushes and
-//! metadata uploads, over a `local://` store) in a child process, this test executable run
-//! again for that one test, with one failpoint armed from the second round on:
+//! Each case runs a scripted workload (writes, truncates, unlinks, fsyncs, cache flushes and
+//! drops, and metadata uploads, over a `local://` store) in a child process, this test
+//! executable run again for that one test, with one failpoint armed from the second round
+//! on:
 //!
 //! - [`Action::Kill`]: the child is killed with SIGKILL at the failpoint: a crash, after
 //!   which nothing runs. The parent runs fsck (the in-process API, as `fsck.s3ql --batch`),
@@ -36,7 +37,9 @@ use s3ql_core::failpoint::{self, Action};
 use s3ql_core::format::Codec;
 use s3ql_core::fsck::{Fsck, FsckOptions, FsckReport};
 use s3ql_core::storage::OpendalStore;
-use s3ql_core::{Caller, FileKind, Filesystem, FsResult, SetAttr, ROOT_INODE};
+use s3ql_core::{
+    Caller, FileKind, Filesystem, FsError, FsResult, SetAttr, XattrMode, CTRL_INODE, ROOT_INODE,
+};
 
 const BLOCK: u64 = 4096;
 const FILES: [&str; 8] = ["f0", "f1", "f2", "f3", "f4", "d/f5", "d/f6", "d/f7"];
@@ -80,7 +83,8 @@ enum Op {
     Fsync {
         file: usize,
     },
-    /// `flush_cache`: uploads every dirty block.
+    /// `s3qlctrl dropcache`: uploads every dirty block, then drops every cached block, so
+    /// that later partial writes load their blocks from the store.
     Flush,
     /// `backup_metadata`: uploads the metadata as a new generation.
     Backup,
@@ -105,9 +109,10 @@ impl Rng {
 const ROUNDS: usize = 4;
 
 /// The workload and the index of its first armed operation (the start of round 2). Each
-/// round writes, fsyncs, truncates and unlinks, flushes the cache midway and uploads the
-/// metadata near its end; the first round uploads it 8 times, so that later uploads expire
-/// old generations. Every failpoint is passed in every round.
+/// round writes, fsyncs, truncates and unlinks, flushes and drops the cache midway (later
+/// partial writes load their blocks from the store) and uploads the metadata near its end;
+/// the first round uploads it 8 times, so that later uploads expire old generations. Every
+/// failpoint is passed in every round.
 fn script() -> (Vec<Op>, usize) {
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let mut exists = [false; FILES.len()];
@@ -340,7 +345,13 @@ async fn run_op(fs: &Filesystem, op: Op) -> FsResult<()> {
             let data: Vec<u8> = (offset..offset + len).map(|p| byte_at(seed, p)).collect();
             let written = fs.write(ino, fh, offset, &data).await;
             fs.release(ino, fh).await?;
-            written.map(drop)
+            // A short write (a later block failed) is a failed operation for the journal.
+            match written? {
+                n if u64::from(n) == len => Ok(()),
+                n => Err(FsError::Io(std::io::Error::other(format!(
+                    "short write: {n} of {len} bytes"
+                )))),
+            }
         }
         Op::Truncate { file, size } => {
             let ino = find(fs, file).await?.expect("truncate of an existing file");
@@ -361,7 +372,11 @@ async fn run_op(fs: &Filesystem, op: Op) -> FsResult<()> {
             fs.release(ino, fh).await?;
             synced
         }
-        Op::Flush => fs.flush_cache().await,
+        Op::Flush => {
+            let drop_cache = OsStr::new("s3ql_dropcache!");
+            fs.setxattr(CALLER, CTRL_INODE, drop_cache, b"", XattrMode::Set)
+                .await
+        }
         Op::Backup => fs.backup_metadata().await,
     }
 }
@@ -655,6 +670,7 @@ macro_rules! failpoint_tests {
 
 failpoint_tests! {
     cache_write: CACHE_WRITE, kill at [0, 11];
+    cache_loaded: CACHE_LOADED, kill at [0, 2];
     cache_fsync: CACHE_FSYNC, kill at [0, 4];
     writeback_hashed: WRITEBACK_HASHED, kill at [0];
     writeback_put: WRITEBACK_PUT, kill at [0, 3];

@@ -187,7 +187,8 @@ impl Filesystem {
 
     /// Writes `data` at `offset`; returns when the bytes are in the cache. The new size and
     /// times are seen by every later call, and reach the database with its next transaction
-    /// (durable after `fsync`). `EPERM` once the inode is locked.
+    /// (durable after `fsync`). `EPERM` once the inode is locked. A block that fails after
+    /// others were written ends the write there: the count returned is what was written.
     pub async fn write(&self, ino: u64, _fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         if ino == CTRL_INODE {
             return Err(errno(libc::EACCES));
@@ -208,11 +209,18 @@ impl Filesystem {
             let in_block = pos % bs;
             let len = (bs - in_block).min(end - pos);
             let start = (pos - offset) as usize;
-            self.cache
+            let written = self
+                .cache
                 .write(ino, blockno, in_block, &data[start..start + len as usize])
-                .await?;
-            pos += len;
+                .await;
+            match written {
+                Ok(()) => pos += len,
+                Err(e) if pos == offset => return Err(e),
+                // A short write: the blocks before are written and recorded.
+                Err(_) => break,
+            }
         }
+        let end = pos;
         let now = Timestamp::now().nanos;
         self.db.defer(move |c| {
             c.prepare_cached(
@@ -221,7 +229,7 @@ impl Filesystem {
             .execute(rusqlite::params![ino, end, now])?;
             Ok(())
         });
-        Ok(data.len() as u32)
+        Ok((end - offset) as u32)
     }
 
     /// Changes attributes; a size change truncates or extends (holes read as zeros).
